@@ -1,0 +1,76 @@
+//! Bearer-token authentication for the API routes.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+
+/// The accepted tokens, kept as SHA-256 digests and compared in constant time.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    digests: Vec<[u8; 32]>,
+}
+
+impl Tokens {
+    pub fn new<I: IntoIterator<Item = String>>(tokens: I) -> Self {
+        Self {
+            digests: tokens
+                .into_iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map(|t| Sha256::digest(t.as_bytes()).into())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    pub fn accepts(&self, token: &str) -> bool {
+        let candidate: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.digests.iter().fold(false, |found, digest| {
+            let diff = digest
+                .iter()
+                .zip(candidate.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found | (diff == 0)
+        })
+    }
+}
+
+/// Refuses requests without a valid `Authorization: Bearer …` when tokens are configured.
+pub async fn require_token(
+    State(tokens): State<Arc<Tokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if tokens.accepts(token.trim()) => next.run(request).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing Authorization: Bearer <token> header",
+        )
+        .into_response(),
+    }
+}

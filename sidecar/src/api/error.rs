@@ -1,0 +1,174 @@
+//! One error type for the HTTP layer, rendered in one place as
+//! `{"code", "message", "requestId"}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::model::ErrorBody;
+use crate::engine::EngineError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+/// Status and code of every engine refusal.
+pub fn classify(error: &EngineError) -> (StatusCode, &'static str) {
+    use EngineError::*;
+    match error {
+        InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_queue_name"),
+        InvalidAttribute { .. } => (StatusCode::BAD_REQUEST, "invalid_attribute"),
+        InvalidMessage(_) => (StatusCode::BAD_REQUEST, "invalid_message"),
+        InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        QueueNotFound(_) => (StatusCode::NOT_FOUND, "queue_not_found"),
+        QueueExists(_) => (StatusCode::CONFLICT, "queue_exists"),
+        QueueManaged(_) => (StatusCode::CONFLICT, "queue_managed"),
+        QueueInUse { .. } => (StatusCode::CONFLICT, "queue_in_use"),
+        DeadLetterQueueNotFound(_) => (StatusCode::BAD_REQUEST, "dead_letter_queue_not_found"),
+        MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
+        BatchTooLarge { .. } => (StatusCode::BAD_REQUEST, "batch_too_large"),
+        EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
+        QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+        InvalidReceiptHandle => (StatusCode::BAD_REQUEST, "invalid_receipt_handle"),
+        StaleReceiptHandle => (StatusCode::CONFLICT, "stale_receipt_handle"),
+        WrongReplica(_) => (StatusCode::MISDIRECTED_REQUEST, "wrong_replica"),
+        RewindRefused(_) => (StatusCode::CONFLICT, "rewind_refused"),
+        Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        let (status, code) = classify(&error);
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// The body is written by `render_errors`, which knows the request id.
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Generic codes for errors raised outside the handlers (routing, extractors, layers).
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal",
+    }
+}
+
+/// Turns every error response into the JSON error shape, with the request's id.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let error = match response.extensions().get::<ApiError>() {
+        Some(error) => error.clone(),
+        None => {
+            let (parts, body) = response.into_parts();
+            let text = axum::body::to_bytes(body, 4_096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            let message = if text.is_empty() {
+                parts
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_string()
+            } else {
+                text
+            };
+            ApiError::new(status, code_for_status(status), message)
+        }
+    };
+    if error.status.is_server_error() {
+        tracing::error!(code = error.code, message = %error.message, request_id, "request failed");
+    } else {
+        tracing::debug!(code = error.code, message = %error.message, request_id, "request refused");
+    }
+    let body = ErrorBody {
+        code: error.code.to_string(),
+        message: error.message,
+        request_id: request_id.clone(),
+    };
+    let mut response = (error.status, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if error.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"queuelet\""),
+        );
+    }
+    response
+}
+
+/// `axum::Json`, with its refusals in our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match &rejection {
+                JsonRejection::JsonSyntaxError(_) => {
+                    ApiError::bad_request("malformed_json", rejection.body_text())
+                }
+                JsonRejection::JsonDataError(_) => {
+                    ApiError::bad_request("invalid_request", rejection.body_text())
+                }
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                _ => {
+                    let status = rejection.status();
+                    ApiError::new(status, code_for_status(status), rejection.body_text())
+                }
+            }),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics: HTTP requests and latency by route, and the engine's counters
+//! and per-queue backlog read at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::Engine;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("queuelet");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of everything, with the engine's figures read now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        let counters = engine.counters();
+        for (name, help, value) in [
+            (
+                "messages_sent",
+                "Messages accepted by sends",
+                &counters.sent,
+            ),
+            (
+                "messages_received",
+                "Messages handed out by receives",
+                &counters.received,
+            ),
+            (
+                "messages_deleted",
+                "Messages deleted by consumers",
+                &counters.deleted,
+            ),
+            (
+                "messages_dead_lettered",
+                "Messages moved to a dead-letter queue",
+                &counters.dead_lettered,
+            ),
+            (
+                "messages_expired",
+                "Messages dropped at the end of their retention",
+                &counters.expired,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP queuelet_{name} {help}.\n# TYPE queuelet_{name} counter\nqueuelet_{name}_total {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP queuelet_queue_messages Messages in each queue by state.\n# TYPE queuelet_queue_messages gauge"
+        );
+        for (queue, stats) in engine.snapshot() {
+            for (state, value) in [
+                ("active", stats.active),
+                ("inactive", stats.inactive),
+                ("delayed", stats.delayed),
+            ] {
+                // Queue names are letters, digits, '-' and '_': nothing to escape.
+                let _ = writeln!(
+                    out,
+                    "queuelet_queue_messages{{queue=\"{queue}\",state=\"{state}\"}} {value}"
+                );
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

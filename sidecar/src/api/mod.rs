@@ -1,0 +1,170 @@
+//! The native JSON API under `/v1`, plus health, readiness, metrics and the OpenAPI
+//! document. Handlers parse, call the engine, and map its refusals through `ApiError`.
+
+pub mod auth;
+pub mod error;
+pub mod messages;
+pub mod metrics;
+pub mod model;
+pub mod queues;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::engine::Engine;
+use auth::Tokens;
+use error::{ApiError, REQUEST_ID_HEADER};
+use metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    /// False until the store is open and declarations are applied.
+    pub ready: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
+    /// Longest a request may take (above the 30 s long-poll ceiling).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "queuelet", description = "Durable message queue: native JSON API"),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "queues", description = "Queues and their attributes"),
+         (name = "messages", description = "Sending, receiving and deleting messages"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes of the native API with their OpenAPI description; both come from the
+/// same handler annotations, so they cannot drift apart.
+pub fn native_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(queues::list_queues))
+        .routes(routes!(
+            queues::create_queue,
+            queues::get_queue,
+            queues::update_queue,
+            queues::delete_queue
+        ))
+        .routes(routes!(queues::purge_queue))
+        .routes(routes!(queues::rewind_queue))
+        .routes(routes!(messages::send_message))
+        .routes(routes!(messages::send_batch))
+        .routes(routes!(messages::receive))
+        .routes(routes!(messages::delete_message))
+        .routes(routes!(messages::delete_batch))
+        .routes(routes!(messages::change_visibility))
+}
+
+pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
+    let (api, openapi) = native_api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let api = api.route_layer(middleware::from_fn_with_state(
+        Arc::new(tokens),
+        auth::require_token,
+    ));
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn(error::render_errors))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.ready.load(Ordering::Acquire) {
+        Ok(Json(serde_json::json!({"status": "ready"})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "starting: the queues are not loaded yet",
+        ))
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.engine),
+    )
+}

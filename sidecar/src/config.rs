@@ -1,0 +1,200 @@
+//! Settings: command-line flags, `QUEUELET_*` environment variables, and the optional
+//! configuration file that declares queues (re-read live when it changes).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, QueueAttributes};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A durable message queue server with a native JSON HTTP API.
+///
+/// Without flags it serves on 127.0.0.1:8080 with no authentication (loopback only).
+/// Listening on any other address requires bearer tokens (--token-file or
+/// QUEUELET_TOKENS) unless --insecure is given.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "queuelet", version)]
+pub struct Args {
+    /// Address to listen on (HTTP/1.1 and h2c).
+    #[arg(long, env = "QUEUELET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// TOML file declaring queues (`[queues.NAME]` tables of attributes); re-read when it
+    /// changes. Declared queues can only be changed there.
+    #[arg(long, env = "QUEUELET_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// How often to check the configuration file for changes, in milliseconds.
+    #[arg(long, env = "QUEUELET_CONFIG_POLL_MS", default_value_t = 2_000)]
+    pub config_poll_ms: u64,
+
+    /// File with the accepted bearer tokens, one per line.
+    #[arg(long, env = "QUEUELET_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Accepted bearer tokens, comma-separated.
+    #[arg(long, env = "QUEUELET_TOKENS", hide_env_values = true)]
+    pub tokens: Option<String>,
+
+    /// Allow serving beyond loopback without any token.
+    #[arg(long, env = "QUEUELET_INSECURE")]
+    pub insecure: bool,
+
+    /// This server's StatefulSet ordinal; carried in message ids and receipt handles.
+    #[arg(long, env = "QUEUELET_REPLICA_ORDINAL", default_value_t = 0)]
+    pub replica_ordinal: u16,
+
+    /// Most messages per send, receive or delete call.
+    #[arg(long, env = "QUEUELET_MAX_BATCH", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_batch: u16,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "QUEUELET_MAX_REQUEST_BYTES", default_value_t = 4 << 20)]
+    pub max_request_bytes: usize,
+
+    /// Log format.
+    #[arg(long, env = "QUEUELET_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// Every token from --tokens and --token-file.
+    pub fn load_tokens(&self) -> anyhow::Result<Vec<String>> {
+        let mut tokens: Vec<String> = self
+            .tokens
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading token file {}", path.display()))?;
+            tokens.extend(
+                text.lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty() && !l.starts_with('#')),
+            );
+        }
+        Ok(tokens)
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Declared queues by name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueAttributes>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing configuration file {}", path.display()))
+    }
+
+    pub fn declarations(&self) -> Vec<(String, QueueAttributes)> {
+        self.queues
+            .iter()
+            .map(|(name, attrs)| (name.clone(), attrs.clone()))
+            .collect()
+    }
+}
+
+/// Applies the file's declarations to the engine.
+pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
+    let file = ConfigFile::load(path)?;
+    engine
+        .apply_declarations(&file.declarations())
+        .await
+        .with_context(|| format!("applying queue declarations from {}", path.display()))
+}
+
+/// Re-applies the file whenever its content changes (a mounted ConfigMap is replaced
+/// through a symlink swap, so the content is compared, not the modification time).
+pub async fn watch(engine: Arc<Engine>, path: PathBuf, every: Duration, stop: CancellationToken) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let current = match tokio::fs::read(&path).await {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read configuration file; keeping the last one");
+                continue;
+            }
+        };
+        if last.as_ref() == Some(&current) {
+            continue;
+        }
+        last = Some(current);
+        match apply(&engine, &path).await {
+            Ok(()) => tracing::info!(path = %path.display(), "configuration file re-applied"),
+            Err(error) => {
+                tracing::error!(path = %path.display(), error = format!("{error:#}"), "configuration file refused; queues keep their previous settings")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_declared_by_table() {
+        let file = ConfigFile::parse(
+            r#"
+            [queues.orders]
+            visibilityTimeoutSeconds = 60
+            [queues.orders.deadLetter]
+            queue = "orders-dlq"
+            maxReceiveCount = 5
+            [queues.orders-dlq]
+            "#,
+        )
+        .unwrap();
+        let declared = file.declarations();
+        assert_eq!(declared.len(), 2);
+        assert_eq!(declared[0].0, "orders");
+        assert_eq!(declared[0].1.visibility_timeout_seconds, 60);
+        assert_eq!(
+            declared[0]
+                .1
+                .dead_letter
+                .as_ref()
+                .map(|p| p.max_receive_count),
+            Some(Some(5))
+        );
+        assert_eq!(declared[1].1, QueueAttributes::default());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let error = ConfigFile::parse("[queues.a]\nvisibilityTimeout = 3\n").unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+}

@@ -1,0 +1,50 @@
+use thiserror::Error;
+
+/// Everything the engine refuses, each with enough context to tell the caller why.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error(
+        "invalid queue name {0:?}: start with a letter, then letters, digits, '-' or '_', at most 64 characters"
+    )]
+    InvalidName(String),
+    #[error("invalid {field}: {reason}")]
+    InvalidAttribute { field: &'static str, reason: String },
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("queue {0:?} does not exist")]
+    QueueNotFound(String),
+    #[error("queue {0:?} already exists with different attributes")]
+    QueueExists(String),
+    #[error("queue {0:?} is managed by its declaration in the configuration file; change it there")]
+    QueueManaged(String),
+    #[error("queue {queue:?} is the dead-letter queue of {used_by:?}; change that policy first")]
+    QueueInUse { queue: String, used_by: String },
+    #[error("dead-letter queue {0:?} does not exist")]
+    DeadLetterQueueNotFound(String),
+    #[error("message of {size} bytes exceeds the queue's maxMessageBytes ({max})")]
+    MessageTooLarge { size: usize, max: u32 },
+    #[error("batch of {size} exceeds the limit of {max}")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error("empty batch: give at least one item")]
+    EmptyBatch,
+    #[error("queue {queue:?} is full: {backlog} messages of at most {max}")]
+    QueueFull {
+        queue: String,
+        backlog: u64,
+        max: u64,
+    },
+    #[error("malformed receipt handle")]
+    InvalidReceiptHandle,
+    #[error(
+        "receipt handle is no longer valid: the message was deleted, received again, or became visible again"
+    )]
+    StaleReceiptHandle,
+    #[error("receipt handle belongs to replica {0}, not this one")]
+    WrongReplica(u16),
+    #[error("rewind is not possible: {0}")]
+    RewindRefused(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}

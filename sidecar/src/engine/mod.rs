@@ -1,0 +1,732 @@
+//! The queue model: queues, messages, visibility, delays, dead letters and rewind.
+//! No I/O: time comes from a `Clock` and durable changes leave as `Record`s through a
+//! `Journal`. Each queue has its own lock, so queues never wait on one another.
+
+pub mod attrs;
+pub mod clock;
+mod error;
+pub mod ids;
+pub mod queue;
+pub mod record;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validate_name};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
+pub use queue::{NewMessage, QueueStats};
+pub use record::{Journal, MemoryJournal, Record};
+
+use ids::IdCodec;
+use queue::{DeadLetters, QueueState};
+
+/// Longest long poll, in seconds.
+pub const MAX_WAIT_SECONDS: u32 = 30;
+/// Default and ceiling of messages per send, receive and delete call.
+pub const DEFAULT_MAX_BATCH: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This server's StatefulSet ordinal (0 when standalone); carried in ids and handles.
+    pub replica: u16,
+    /// Most items in one batch call.
+    pub max_batch: usize,
+    /// Key that signs receipt handles and message ids.
+    pub id_key: [u8; 32],
+}
+
+impl EngineConfig {
+    pub fn new(replica: u16) -> Self {
+        Self {
+            replica,
+            max_batch: DEFAULT_MAX_BATCH,
+            id_key: rand::random(),
+        }
+    }
+}
+
+/// Running totals since start, for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub deleted: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Long-pollers wait here; woken one per visible message, first come first served.
+    visible: Notify,
+    /// Tells the timer task that an earlier timer exists, or that the queue closed.
+    rearm: Notify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub attrs: QueueAttributes,
+    pub managed: bool,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+    pub stats: QueueStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub id: String,
+    pub receipt_handle: String,
+    pub body: Bytes,
+    pub tags: Vec<String>,
+    pub enqueued_ms: u64,
+    pub first_dequeue_ms: u64,
+    pub dequeue_count: u32,
+    pub next_visible_ms: u64,
+}
+
+/// Who asks for a change: the API, or the configuration file's declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Api,
+    Declaration,
+}
+
+pub struct Engine {
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    clock: Arc<dyn Clock>,
+    journal: Arc<dyn Journal>,
+    ids: IdCodec,
+    max_batch: usize,
+    shutdown: CancellationToken,
+    counters: Counters,
+}
+
+struct Outcome<R> {
+    result: Result<R, EngineError>,
+    dead: DeadLetters,
+    dead_letter_queue: Option<String>,
+    durable: Option<record::Durable>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, journal: Arc<dyn Journal>) -> Self {
+        Self {
+            queues: RwLock::new(HashMap::new()),
+            clock,
+            journal,
+            ids: IdCodec::new(config.replica, config.id_key),
+            max_batch: config.max_batch.max(1),
+            shutdown: CancellationToken::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Releases every long poll with what it has (usually nothing); used at shutdown.
+    pub fn release_waiters(&self) {
+        self.shutdown.cancel();
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, EngineError> {
+        self.queues
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::QueueNotFound(name.to_string()))
+    }
+
+    fn check_dead_letter_target(
+        queues: &HashMap<String, Arc<Queue>>,
+        attrs: &QueueAttributes,
+    ) -> Result<(), EngineError> {
+        match &attrs.dead_letter {
+            Some(policy) if !queues.contains_key(&policy.queue) => {
+                Err(EngineError::DeadLetterQueueNotFound(policy.queue.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn settle(durable: Option<record::Durable>) -> Result<(), EngineError> {
+        match durable {
+            Some(durable) => durable
+                .await
+                .map_err(|e| EngineError::Storage(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        attrs: QueueAttributes,
+        origin: Origin,
+    ) -> Result<Created, EngineError> {
+        validate_name(name)?;
+        attrs.validate(name)?;
+        let now = self.clock.now_ms();
+        let durable = {
+            let mut queues = self.queues.write();
+            if let Some(existing) = queues.get(name) {
+                let state = existing.state.lock();
+                return if state.attrs == attrs {
+                    Ok(Created::AlreadyExisted)
+                } else {
+                    Err(EngineError::QueueExists(name.to_string()))
+                };
+            }
+            Self::check_dead_letter_target(&queues, &attrs)?;
+            let uid: u64 = rand::random();
+            let managed = origin == Origin::Declaration;
+            let durable = self.journal.append(vec![Record::QueueCreated {
+                name: name.to_string(),
+                uid,
+                attrs: attrs.clone(),
+                managed,
+                at_ms: now,
+            }]);
+            let queue = Arc::new(Queue {
+                state: Mutex::new(QueueState::new(name.to_string(), uid, attrs, managed, now)),
+                visible: Notify::new(),
+                rearm: Notify::new(),
+            });
+            tokio::spawn(run_timers(queue.clone(), self.clock.clone()));
+            queues.insert(name.to_string(), queue);
+            durable
+        };
+        tracing::info!(queue = name, ?origin, "queue created");
+        Self::settle(Some(durable)).await?;
+        Ok(Created::New)
+    }
+
+    pub async fn update_queue(
+        &self,
+        name: &str,
+        patch: &QueueAttributesPatch,
+        origin: Origin,
+    ) -> Result<QueueAttributes, EngineError> {
+        let now = self.clock.now_ms();
+        let (attrs, durable) = {
+            let queues = self.queues.read();
+            let queue = queues
+                .get(name)
+                .ok_or_else(|| EngineError::QueueNotFound(name.to_string()))?;
+            let mut state = queue.state.lock();
+            if state.managed && origin == Origin::Api {
+                return Err(EngineError::QueueManaged(name.to_string()));
+            }
+            let attrs = patch.apply_to(&state.attrs);
+            attrs.validate(name)?;
+            Self::check_dead_letter_target(&queues, &attrs)?;
+            let managed = origin == Origin::Declaration;
+            if attrs == state.attrs && managed == state.managed {
+                return Ok(attrs);
+            }
+            state.attrs = attrs.clone();
+            state.managed = managed;
+            state.modified_ms = now;
+            let durable = self.journal.append(vec![Record::QueueUpdated {
+                name: name.to_string(),
+                attrs: attrs.clone(),
+                managed,
+                at_ms: now,
+            }]);
+            (attrs, durable)
+        };
+        Self::settle(Some(durable)).await?;
+        Ok(attrs)
+    }
+
+    pub async fn delete_queue(&self, name: &str, origin: Origin) -> Result<(), EngineError> {
+        let (queue, durable) = {
+            let mut queues = self.queues.write();
+            let queue = queues
+                .get(name)
+                .cloned()
+                .ok_or_else(|| EngineError::QueueNotFound(name.to_string()))?;
+            if queue.state.lock().managed && origin == Origin::Api {
+                return Err(EngineError::QueueManaged(name.to_string()));
+            }
+            let mut users: Vec<&String> = queues
+                .iter()
+                .filter(|(other, q)| {
+                    *other != name
+                        && q.state
+                            .lock()
+                            .attrs
+                            .dead_letter
+                            .as_ref()
+                            .is_some_and(|p| p.queue == name)
+                })
+                .map(|(other, _)| other)
+                .collect();
+            users.sort();
+            if let Some(used_by) = users.first() {
+                return Err(EngineError::QueueInUse {
+                    queue: name.to_string(),
+                    used_by: used_by.to_string(),
+                });
+            }
+            queues.remove(name);
+            let mut state = queue.state.lock();
+            state.closed = true;
+            let durable = self.journal.append(vec![Record::QueueDeleted {
+                name: name.to_string(),
+            }]);
+            drop(state);
+            (queue, durable)
+        };
+        queue.visible.notify_waiters();
+        queue.rearm.notify_one();
+        tracing::info!(queue = name, ?origin, "queue deleted");
+        Self::settle(Some(durable)).await
+    }
+
+    /// Runs `op` on a queue after applying what time has decided, hands its records to the
+    /// journal while the lock is held, wakes waiters, then moves dead letters and waits
+    /// until the records are durable.
+    async fn run<R>(
+        &self,
+        queue: &Queue,
+        op: impl FnOnce(
+            &mut QueueState,
+            u64,
+            &mut Vec<Record>,
+            &mut DeadLetters,
+        ) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let now = self.clock.now_ms();
+        let (outcome, source, wake, rearm) = {
+            let mut state = queue.state.lock();
+            let mut records = Vec::new();
+            let active_before = state.stats().active;
+            let mut dead = state.tick(now, &mut records);
+            let result = op(&mut state, now, &mut records, &mut dead);
+            for record in &records {
+                if let Record::Expired { seqs, .. } = record {
+                    self.counters
+                        .expired
+                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                }
+            }
+            let durable = (!records.is_empty()).then(|| self.journal.append(records));
+            // Wake one waiter per newly visible message, and one more to pass on the
+            // messages left when this was a receive.
+            let active = state.stats().active;
+            let wake = (active.saturating_sub(active_before) as usize)
+                .min(self.max_batch)
+                .max(usize::from(active > 0));
+            let rearm = match state.next_timer() {
+                Some(next) if state.armed_ms.is_none_or(|armed| next < armed) => {
+                    state.armed_ms = Some(next);
+                    true
+                }
+                _ => false,
+            };
+            let outcome = Outcome {
+                result,
+                dead,
+                dead_letter_queue: state.attrs.dead_letter.as_ref().map(|p| p.queue.clone()),
+                durable,
+            };
+            (outcome, state.name.clone(), wake, rearm)
+        };
+        for _ in 0..wake {
+            queue.visible.notify_one();
+        }
+        if rearm {
+            queue.rearm.notify_one();
+        }
+        if !outcome.dead.is_empty() {
+            self.forward_dead_letters(queue, &source, outcome.dead_letter_queue, outcome.dead)
+                .await?;
+        }
+        Self::settle(outcome.durable).await?;
+        outcome.result
+    }
+
+    async fn forward_dead_letters(
+        &self,
+        source: &Queue,
+        source_name: &str,
+        target_name: Option<String>,
+        dead: DeadLetters,
+    ) -> Result<(), EngineError> {
+        let target = target_name.as_deref().map(|t| self.queue(t));
+        let Some(Ok(target)) = target else {
+            // The policy went away between the decision and the move: keep the messages.
+            tracing::warn!(queue = source_name, target = ?target_name, count = dead.len(),
+                "dead-letter queue missing; messages stay in their queue");
+            let mut state = source.state.lock();
+            for message in dead {
+                state.restore(message);
+            }
+            return Ok(());
+        };
+        let now = self.clock.now_ms();
+        let moved = dead.len();
+        let durable = {
+            let mut state = target.state.lock();
+            let mut records = Vec::with_capacity(moved);
+            let mut back = Vec::new();
+            for message in dead {
+                if state.closed {
+                    back.push(message);
+                } else {
+                    let _ = state.accept_dead_letter(now, message, source_name, &mut records);
+                }
+            }
+            if !back.is_empty() {
+                let mut source_state = source.state.lock();
+                for message in back {
+                    source_state.restore(message);
+                }
+            }
+            self.journal.append(records)
+        };
+        self.counters
+            .dead_lettered
+            .fetch_add(moved as u64, Ordering::Relaxed);
+        for _ in 0..moved.min(self.max_batch) {
+            target.visible.notify_one();
+        }
+        tracing::info!(queue = source_name, target = ?target_name, count = moved, "moved to dead-letter queue");
+        Self::settle(Some(durable)).await
+    }
+
+    pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, EngineError> {
+        let queue = self.queue(name)?;
+        self.run(&queue, |state, _, _, _| {
+            if state.closed {
+                return Err(EngineError::QueueNotFound(name.to_string()));
+            }
+            Ok(QueueInfo {
+                name: state.name.clone(),
+                attrs: state.attrs.clone(),
+                managed: state.managed,
+                created_ms: state.created_ms,
+                modified_ms: state.modified_ms,
+                stats: state.stats(),
+            })
+        })
+        .await
+    }
+
+    /// Queues whose name starts with `prefix`, sorted by name, from `offset`, at most
+    /// `limit`; with the total number that match.
+    pub async fn list_queues(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<QueueInfo>, usize), EngineError> {
+        let mut names: Vec<String> = self
+            .queues
+            .read()
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        let total = names.len();
+        let mut page = Vec::new();
+        for name in names.into_iter().skip(offset).take(limit) {
+            match self.get_queue(&name).await {
+                Ok(info) => page.push(info),
+                Err(EngineError::QueueNotFound(_)) => {} // deleted meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((page, total))
+    }
+
+    pub async fn purge_queue(&self, name: &str) -> Result<u64, EngineError> {
+        let queue = self.queue(name)?;
+        self.run(&queue, |state, _, records, dead| {
+            dead.clear(); // purging drops what time had decided to move, too
+            state.purge(records)
+        })
+        .await
+    }
+
+    pub async fn rewind_queue(&self, name: &str, from_ms: u64) -> Result<u64, EngineError> {
+        let queue = self.queue(name)?;
+        self.run(&queue, |state, now, records, _| {
+            state.rewind(now, from_ms, records)
+        })
+        .await
+    }
+
+    /// Enqueues a batch atomically: every message is accepted, or none.
+    pub async fn send(
+        &self,
+        name: &str,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<String>, EngineError> {
+        let queue = self.queue(name)?;
+        let max_batch = self.max_batch;
+        let (uid, seqs) = self
+            .run(&queue, |state, now, records, _| {
+                Ok((state.uid, state.send(now, batch, max_batch, records)?))
+            })
+            .await?;
+        self.counters
+            .sent
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        Ok(seqs
+            .into_iter()
+            .map(|seq| self.ids.message_id(uid, seq))
+            .collect())
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait_seconds` (the queue's default
+    /// when `None`) for the first one. Returns as soon as any message is visible.
+    pub async fn receive(
+        &self,
+        name: &str,
+        max: usize,
+        wait_seconds: Option<u32>,
+    ) -> Result<Vec<ReceivedMessage>, EngineError> {
+        if max == 0 || max > self.max_batch {
+            return Err(EngineError::InvalidRequest(format!(
+                "max {max} is outside 1..={}",
+                self.max_batch
+            )));
+        }
+        if let Some(wait) = wait_seconds
+            && wait > MAX_WAIT_SECONDS
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "waitSeconds {wait} is outside 0..={MAX_WAIT_SECONDS}"
+            )));
+        }
+        let queue = self.queue(name)?;
+        let wait = match wait_seconds {
+            Some(wait) => wait,
+            None => queue.state.lock().attrs.polling_wait_seconds,
+        };
+        let deadline = self.clock.now_ms() + u64::from(wait) * 1_000;
+        loop {
+            let visible = queue.visible.notified();
+            tokio::pin!(visible);
+            visible.as_mut().enable();
+            let (uid, deliveries) = self
+                .run(&queue, |state, now, _, dead| {
+                    let (deliveries, moved) = state.receive(now, max)?;
+                    dead.extend(moved);
+                    Ok((state.uid, deliveries))
+                })
+                .await?;
+            if !deliveries.is_empty() {
+                self.counters
+                    .received
+                    .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+                return Ok(deliveries
+                    .into_iter()
+                    .map(|d| ReceivedMessage {
+                        id: self.ids.message_id(uid, d.seq),
+                        receipt_handle: self.ids.receipt_handle(d.receipt),
+                        body: d.body,
+                        tags: d.tags,
+                        enqueued_ms: d.enqueued_ms,
+                        first_dequeue_ms: d.first_dequeue_ms,
+                        dequeue_count: d.dequeue_count,
+                        next_visible_ms: d.next_visible_ms,
+                    })
+                    .collect());
+            }
+            if self.clock.now_ms() >= deadline || self.shutdown.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = &mut visible => {}
+                _ = self.clock.sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Deletes by receipt handle; one result per handle, in order.
+    pub async fn delete_messages(
+        &self,
+        name: &str,
+        handles: &[String],
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+        if handles.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        if handles.len() > self.max_batch {
+            return Err(EngineError::BatchTooLarge {
+                size: handles.len(),
+                max: self.max_batch,
+            });
+        }
+        let queue = self.queue(name)?;
+        let receipts: Vec<_> = handles
+            .iter()
+            .map(|h| self.ids.parse_receipt_handle(h))
+            .collect();
+        let results = self
+            .run(&queue, |state, _, records, _| {
+                if state.closed {
+                    return Err(EngineError::QueueNotFound(name.to_string()));
+                }
+                Ok(receipts
+                    .into_iter()
+                    .map(|receipt| receipt.and_then(|r| state.delete(r, records)))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let deleted = results.iter().filter(|r| r.is_ok()).count();
+        self.counters
+            .deleted
+            .fetch_add(deleted as u64, Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// Changes how long an in-flight message stays hidden; returns when it becomes visible.
+    pub async fn change_visibility(
+        &self,
+        name: &str,
+        handle: &str,
+        seconds: u32,
+    ) -> Result<u64, EngineError> {
+        let queue = self.queue(name)?;
+        let receipt = self.ids.parse_receipt_handle(handle)?;
+        self.run(&queue, |state, now, _, _| {
+            state.change_visibility(now, receipt, seconds)
+        })
+        .await
+    }
+
+    /// Every queue with its counts, for metrics.
+    pub fn snapshot(&self) -> Vec<(String, QueueStats)> {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        let mut out: Vec<(String, QueueStats)> = queues
+            .iter()
+            .map(|q| {
+                let state = q.state.lock();
+                (state.name.clone(), state.stats())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Makes the declared queues exist with exactly the declared attributes, marks them
+    /// managed, and releases queues that are no longer declared (they keep their messages).
+    pub async fn apply_declarations(
+        &self,
+        declared: &[(String, QueueAttributes)],
+    ) -> Result<(), EngineError> {
+        for (name, attrs) in declared {
+            validate_name(name)?;
+            attrs.validate(name)?;
+        }
+        // First make every declared queue exist (without its dead-letter policy, whose
+        // target may be declared later), then give each its full attributes.
+        for (name, attrs) in declared {
+            let bare = QueueAttributes {
+                dead_letter: None,
+                ..attrs.clone()
+            };
+            match self.create_queue(name, bare, Origin::Declaration).await {
+                Ok(_) | Err(EngineError::QueueExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (name, attrs) in declared {
+            self.update_queue(name, &full_patch(attrs), Origin::Declaration)
+                .await?;
+        }
+        let undeclared: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .iter()
+            .filter(|(name, _)| !declared.iter().any(|(d, _)| d == *name))
+            .map(|(_, q)| q.clone())
+            .collect();
+        for queue in undeclared {
+            let (name, attrs) = {
+                let state = queue.state.lock();
+                if !state.managed {
+                    continue;
+                }
+                (state.name.clone(), state.attrs.clone())
+            };
+            tracing::info!(queue = %name, "no longer declared; it stays, managed through the API from now on");
+            self.update_queue(&name, &full_patch(&attrs), Origin::Api)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn full_patch(attrs: &QueueAttributes) -> QueueAttributesPatch {
+    QueueAttributesPatch {
+        visibility_timeout_seconds: Some(attrs.visibility_timeout_seconds),
+        polling_wait_seconds: Some(attrs.polling_wait_seconds),
+        max_message_bytes: Some(attrs.max_message_bytes),
+        retention_seconds: Some(attrs.retention_seconds),
+        delay_seconds: Some(attrs.delay_seconds),
+        max_backlog: Some(attrs.max_backlog),
+        rewind_seconds: Some(attrs.rewind_seconds),
+        dead_letter: Some(attrs.dead_letter.clone()),
+    }
+}
+
+/// Makes delayed and in-flight messages visible when their time comes and wakes one
+/// waiter per message. One task per queue; it ends when the queue is deleted.
+async fn run_timers(queue: Arc<Queue>, clock: Arc<dyn Clock>) {
+    loop {
+        let rearm = queue.rearm.notified();
+        tokio::pin!(rearm);
+        rearm.as_mut().enable();
+        let (promoted, next) = {
+            let mut state = queue.state.lock();
+            if state.closed {
+                return;
+            }
+            let promoted = state.promote_due(clock.now_ms());
+            state.armed_ms = state.next_timer();
+            (promoted, state.armed_ms)
+        };
+        for _ in 0..promoted.min(1_024) {
+            queue.visible.notify_one();
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = clock.sleep_until(at) => {}
+                    _ = &mut rearm => {}
+                }
+            }
+            None => rearm.await,
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! One queue's state and the rules of the message life cycle, as plain synchronous
+//! code over an explicit `now`: delayed → active → inactive (in flight) → deleted,
+//! expired or dead-lettered. The engine wraps it in a lock; the model test drives it
+//! directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::EngineError;
+use super::attrs::{DELAY_SECONDS, QueueAttributes, VISIBILITY_TIMEOUT_SECONDS, validate_tags};
+use super::ids::Receipt;
+use super::record::Record;
+
+const MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Delayed,
+    Active,
+    InFlight,
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub seq: u64,
+    pub body: Bytes,
+    pub tags: Vec<String>,
+    pub enqueued_ms: u64,
+    pub first_dequeue_ms: Option<u64>,
+    pub dequeue_count: u32,
+    pub visible_at_ms: u64,
+    generation: u32,
+    phase: Phase,
+}
+
+/// A message to enqueue. `delay_seconds: None` takes the queue's default.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub body: Bytes,
+    pub delay_seconds: Option<u32>,
+    pub tags: Vec<String>,
+}
+
+/// A message handed to a consumer by a receive.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub seq: u64,
+    pub receipt: Receipt,
+    pub body: Bytes,
+    pub tags: Vec<String>,
+    pub enqueued_ms: u64,
+    pub first_dequeue_ms: u64,
+    pub dequeue_count: u32,
+    pub next_visible_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub active: u64,
+    pub inactive: u64,
+    pub delayed: u64,
+    /// Deleted messages kept for a rewind.
+    pub rewindable: u64,
+    pub oldest_message_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct QueueState {
+    pub name: String,
+    pub uid: u64,
+    pub attrs: QueueAttributes,
+    pub managed: bool,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+    /// Set when the queue is deleted; every later operation answers "not found".
+    pub closed: bool,
+    /// The earliest timer the timer task sleeps towards, if it sleeps on one.
+    pub armed_ms: Option<u64>,
+    next_seq: u64,
+    /// Live messages by sequence; sequence order is enqueue order.
+    messages: BTreeMap<u64, Message>,
+    /// Visible messages, oldest first.
+    ready: BTreeSet<u64>,
+    /// Delayed and in-flight messages by the time they become visible.
+    timers: BTreeSet<(u64, u64)>,
+    delayed: u64,
+    /// Deleted messages still inside the rewind window.
+    deleted: BTreeMap<u64, Message>,
+}
+
+/// What a receive produced besides deliveries: messages to move to the dead-letter queue.
+pub type DeadLetters = Vec<Message>;
+
+impl QueueState {
+    pub fn new(name: String, uid: u64, attrs: QueueAttributes, managed: bool, now: u64) -> Self {
+        Self {
+            name,
+            uid,
+            attrs,
+            managed,
+            created_ms: now,
+            modified_ms: now,
+            closed: false,
+            armed_ms: None,
+            next_seq: 1,
+            messages: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            delayed: 0,
+            deleted: BTreeMap::new(),
+        }
+    }
+
+    fn open(&self) -> Result<(), EngineError> {
+        if self.closed {
+            Err(EngineError::QueueNotFound(self.name.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    pub fn backlog(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    fn place(&mut self, seq: u64, phase: Phase, visible_at_ms: u64) {
+        match phase {
+            Phase::Active => {
+                self.ready.insert(seq);
+            }
+            Phase::Delayed => {
+                self.delayed += 1;
+                self.timers.insert((visible_at_ms, seq));
+            }
+            Phase::InFlight => {
+                self.timers.insert((visible_at_ms, seq));
+            }
+        }
+    }
+
+    fn unplace(&mut self, seq: u64, phase: Phase, visible_at_ms: u64) {
+        match phase {
+            Phase::Active => {
+                self.ready.remove(&seq);
+            }
+            Phase::Delayed => {
+                self.delayed -= 1;
+                self.timers.remove(&(visible_at_ms, seq));
+            }
+            Phase::InFlight => {
+                self.timers.remove(&(visible_at_ms, seq));
+            }
+        }
+    }
+
+    fn take(&mut self, seq: u64) -> Option<Message> {
+        let message = self.messages.remove(&seq)?;
+        self.unplace(seq, message.phase, message.visible_at_ms);
+        Some(message)
+    }
+
+    fn insert(&mut self, message: Message) {
+        self.place(message.seq, message.phase, message.visible_at_ms);
+        self.messages.insert(message.seq, message);
+    }
+
+    /// Makes delayed and in-flight messages whose time has come visible. Returns how many.
+    pub fn promote_due(&mut self, now: u64) -> usize {
+        let mut promoted = 0;
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(message) = self.messages.get_mut(&seq) {
+                if message.phase == Phase::Delayed {
+                    self.delayed -= 1;
+                }
+                message.phase = Phase::Active;
+                self.ready.insert(seq);
+                promoted += 1;
+            }
+        }
+        promoted
+    }
+
+    /// Applies everything time decides: visibility, time-to-live dead letters, retention
+    /// expiry, and the end of the rewind window. Returns the messages to dead-letter.
+    pub fn tick(&mut self, now: u64, records: &mut Vec<Record>) -> DeadLetters {
+        self.promote_due(now);
+        let retention_ms = u64::from(self.attrs.retention_seconds) * MS;
+        let ttl_ms = self
+            .attrs
+            .dead_letter
+            .as_ref()
+            .and_then(|p| p.max_time_to_live_seconds)
+            .map(|s| u64::from(s) * MS);
+        let mut dead = Vec::new();
+        let mut expired = Vec::new();
+        while let Some((seq, oldest)) = self
+            .messages
+            .first_key_value()
+            .map(|(&seq, m)| (seq, m.enqueued_ms))
+        {
+            if ttl_ms.is_some_and(|ttl| oldest + ttl <= now) {
+                dead.extend(self.take(seq));
+            } else if oldest + retention_ms <= now {
+                self.take(seq);
+                expired.push(seq);
+            } else {
+                break;
+            }
+        }
+        if !expired.is_empty() {
+            records.push(Record::Expired {
+                queue: self.name.clone(),
+                seqs: expired,
+            });
+        }
+        let rewind_ms = u64::from(self.attrs.rewind_seconds) * MS;
+        while let Some((&seq, m)) = self.deleted.first_key_value() {
+            if m.enqueued_ms + rewind_ms.min(retention_ms) > now {
+                break;
+            }
+            self.deleted.remove(&seq);
+        }
+        dead
+    }
+
+    pub fn send(
+        &mut self,
+        now: u64,
+        batch: Vec<NewMessage>,
+        max_batch: usize,
+        records: &mut Vec<Record>,
+    ) -> Result<Vec<u64>, EngineError> {
+        self.open()?;
+        if batch.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        if batch.len() > max_batch {
+            return Err(EngineError::BatchTooLarge {
+                size: batch.len(),
+                max: max_batch,
+            });
+        }
+        for message in &batch {
+            if message.body.len() > self.attrs.max_message_bytes as usize {
+                return Err(EngineError::MessageTooLarge {
+                    size: message.body.len(),
+                    max: self.attrs.max_message_bytes,
+                });
+            }
+            if let Some(delay) = message.delay_seconds
+                && delay > DELAY_SECONDS.1
+            {
+                return Err(EngineError::InvalidMessage(format!(
+                    "delaySeconds {delay} is outside 0..={}",
+                    DELAY_SECONDS.1
+                )));
+            }
+            validate_tags(&message.tags)?;
+        }
+        let backlog = self.backlog();
+        if backlog + batch.len() as u64 > self.attrs.max_backlog {
+            return Err(EngineError::QueueFull {
+                queue: self.name.clone(),
+                backlog,
+                max: self.attrs.max_backlog,
+            });
+        }
+        let mut seqs = Vec::with_capacity(batch.len());
+        for NewMessage {
+            body,
+            delay_seconds,
+            tags,
+        } in batch
+        {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let delay_ms = u64::from(delay_seconds.unwrap_or(self.attrs.delay_seconds)) * MS;
+            let phase = if delay_ms == 0 {
+                Phase::Active
+            } else {
+                Phase::Delayed
+            };
+            records.push(Record::Enqueued {
+                queue: self.name.clone(),
+                seq,
+                enqueued_ms: now,
+                visible_at_ms: now + delay_ms,
+                tags: tags.clone(),
+                body: body.clone(),
+            });
+            self.insert(Message {
+                seq,
+                body,
+                tags,
+                enqueued_ms: now,
+                first_dequeue_ms: None,
+                dequeue_count: 0,
+                visible_at_ms: now + delay_ms,
+                generation: 0,
+                phase,
+            });
+            seqs.push(seq);
+        }
+        Ok(seqs)
+    }
+
+    /// Takes a dead letter moved here from another queue; the backlog bound does not
+    /// apply, since refusing would lose the message.
+    pub fn accept_dead_letter(
+        &mut self,
+        now: u64,
+        message: Message,
+        from: &str,
+        records: &mut Vec<Record>,
+    ) -> Result<u64, EngineError> {
+        self.open()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        records.push(Record::DeadLettered {
+            from: from.to_string(),
+            seq: message.seq,
+            to: self.name.clone(),
+            to_seq: seq,
+        });
+        self.insert(Message {
+            seq,
+            enqueued_ms: now,
+            first_dequeue_ms: None,
+            dequeue_count: 0,
+            visible_at_ms: now,
+            generation: 0,
+            phase: Phase::Active,
+            ..message
+        });
+        Ok(seq)
+    }
+
+    /// Puts back a message whose dead-letter move could not happen.
+    pub fn restore(&mut self, mut message: Message) {
+        if self.closed {
+            return;
+        }
+        message.phase = Phase::Active;
+        self.insert(message);
+    }
+
+    pub fn receive(
+        &mut self,
+        now: u64,
+        max: usize,
+    ) -> Result<(Vec<Delivery>, DeadLetters), EngineError> {
+        self.open()?;
+        let max_receives = self
+            .attrs
+            .dead_letter
+            .as_ref()
+            .and_then(|p| p.max_receive_count);
+        let visibility_ms = u64::from(self.attrs.visibility_timeout_seconds) * MS;
+        let mut deliveries = Vec::new();
+        let mut dead = Vec::new();
+        while deliveries.len() < max {
+            let Some(seq) = self.ready.pop_first() else {
+                break;
+            };
+            let Some(message) = self.messages.get_mut(&seq) else {
+                continue;
+            };
+            if max_receives.is_some_and(|limit| message.dequeue_count >= limit) {
+                dead.extend(self.take(seq));
+                continue;
+            }
+            message.dequeue_count += 1;
+            message.first_dequeue_ms.get_or_insert(now);
+            message.generation = message.generation.wrapping_add(1);
+            message.visible_at_ms = now + visibility_ms;
+            message.phase = Phase::InFlight;
+            deliveries.push(Delivery {
+                seq,
+                receipt: Receipt {
+                    queue_uid: self.uid,
+                    seq,
+                    generation: message.generation,
+                },
+                body: message.body.clone(),
+                tags: message.tags.clone(),
+                enqueued_ms: message.enqueued_ms,
+                first_dequeue_ms: message.first_dequeue_ms.unwrap_or(now),
+                dequeue_count: message.dequeue_count,
+                next_visible_ms: message.visible_at_ms,
+            });
+            self.timers.insert((now + visibility_ms, seq));
+        }
+        Ok((deliveries, dead))
+    }
+
+    /// Finds the in-flight message a receipt names, if the receipt is still its latest.
+    fn in_flight(&self, receipt: Receipt) -> Result<&Message, EngineError> {
+        self.open()?;
+        if receipt.queue_uid != self.uid {
+            return Err(EngineError::InvalidReceiptHandle);
+        }
+        match self.messages.get(&receipt.seq) {
+            Some(m) if m.phase == Phase::InFlight && m.generation == receipt.generation => Ok(m),
+            _ => Err(EngineError::StaleReceiptHandle),
+        }
+    }
+
+    pub fn delete(
+        &mut self,
+        receipt: Receipt,
+        records: &mut Vec<Record>,
+    ) -> Result<(), EngineError> {
+        self.in_flight(receipt)?;
+        if let Some(message) = self.take(receipt.seq) {
+            if self.attrs.rewind_seconds > 0 {
+                self.deleted.insert(message.seq, message);
+            }
+            records.push(Record::Deleted {
+                queue: self.name.clone(),
+                seqs: vec![receipt.seq],
+            });
+        }
+        Ok(())
+    }
+
+    /// Hides an in-flight message for `seconds` from now; 0 makes it visible at once.
+    /// Returns when it becomes visible.
+    pub fn change_visibility(
+        &mut self,
+        now: u64,
+        receipt: Receipt,
+        seconds: u32,
+    ) -> Result<u64, EngineError> {
+        if seconds > VISIBILITY_TIMEOUT_SECONDS.1 {
+            return Err(EngineError::InvalidRequest(format!(
+                "visibilityTimeoutSeconds {seconds} is outside 0..={}",
+                VISIBILITY_TIMEOUT_SECONDS.1
+            )));
+        }
+        self.in_flight(receipt)?;
+        if let Some(mut message) = self.take(receipt.seq) {
+            message.visible_at_ms = now + u64::from(seconds) * MS;
+            if seconds == 0 {
+                message.phase = Phase::Active;
+            }
+            let visible_at = message.visible_at_ms;
+            self.insert(message);
+            return Ok(visible_at);
+        }
+        Err(EngineError::StaleReceiptHandle)
+    }
+
+    /// Makes deleted messages enqueued at or after `from_ms` consumable again.
+    pub fn rewind(
+        &mut self,
+        now: u64,
+        from_ms: u64,
+        records: &mut Vec<Record>,
+    ) -> Result<u64, EngineError> {
+        self.open()?;
+        if self.attrs.rewind_seconds == 0 {
+            return Err(EngineError::RewindRefused(format!(
+                "queue {:?} has rewindSeconds 0; set it to enable rewind",
+                self.name
+            )));
+        }
+        let earliest = now.saturating_sub(u64::from(self.attrs.rewind_seconds) * MS);
+        if from_ms < earliest || from_ms > now {
+            return Err(EngineError::RewindRefused(format!(
+                "start time {from_ms} is outside the rewind window {earliest}..={now} (ms since epoch)"
+            )));
+        }
+        let replay: Vec<u64> = self
+            .deleted
+            .range(..)
+            .filter(|(_, m)| m.enqueued_ms >= from_ms)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in &replay {
+            if let Some(mut message) = self.deleted.remove(seq) {
+                message.phase = Phase::Active;
+                message.visible_at_ms = now;
+                self.insert(message);
+            }
+        }
+        records.push(Record::Rewound {
+            queue: self.name.clone(),
+            from_ms,
+        });
+        Ok(replay.len() as u64)
+    }
+
+    pub fn purge(&mut self, records: &mut Vec<Record>) -> Result<u64, EngineError> {
+        self.open()?;
+        let purged = self.backlog();
+        self.messages.clear();
+        self.ready.clear();
+        self.timers.clear();
+        self.delayed = 0;
+        self.deleted.clear();
+        records.push(Record::QueuePurged {
+            name: self.name.clone(),
+        });
+        Ok(purged)
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let in_timers = self.timers.len() as u64;
+        QueueStats {
+            active: self.ready.len() as u64,
+            inactive: in_timers - self.delayed,
+            delayed: self.delayed,
+            rewindable: self.deleted.len() as u64,
+            oldest_message_ms: self.messages.first_key_value().map(|(_, m)| m.enqueued_ms),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! queuelet: a durable message queue server (CMQ's model) with a native JSON API.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod server;
