@@ -99,6 +99,18 @@ pub struct SendMessage {
     pub tags: Vec<String>,
 }
 
+impl SendMessage {
+    /// A UTF-8 text message with the queue's default delay and no tags.
+    pub fn text(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            encoding: BodyEncoding::Text,
+            delay_seconds: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendBatch {

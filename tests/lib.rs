@@ -1,0 +1,82 @@
+//! Helpers for the end-to-end tests: find the workspace's binaries and run them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// A binary of the workspace, built by the same `cargo test --workspace` run (it sits
+/// beside the `deps/` folder that holds the running test).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// A `queuelet` server on an ephemeral loopback port, killed when dropped.
+pub struct Server {
+    pub url: String,
+    child: Child,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(binary("queuelet"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("QUEUELET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn queuelet");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("queuelet listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("queuelet reports its address");
+        Server { url, child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fenced code block that follows the marker `<!-- readme-test: NAME -->`.
+pub fn marked_block(markdown: &str, name: &str) -> Option<String> {
+    let marker = format!("<!-- readme-test: {name} -->");
+    let after = &markdown[markdown.find(&marker)? + marker.len()..];
+    let start = after.find("```")?;
+    let body = &after[start..];
+    let body = &body[body.find('\n')? + 1..];
+    let end = body.find("\n```")?;
+    Some(body[..end + 1].to_string())
+}
