@@ -21,16 +21,15 @@ pub enum ClientError {
         message: String,
         request_id: String,
     },
-    #[error("{method} {url}: {source}")]
+    /// `request` is the method and URL, e.g. `POST http://…/v1/queues/a/messages`.
+    #[error("{request}: {source}")]
     Transport {
-        method: Method,
-        url: Url,
+        request: String,
         source: reqwest::Error,
     },
-    #[error("{method} {url}: unexpected response {status}: {detail}")]
+    #[error("{request}: unexpected response {status}: {detail}")]
     Unexpected {
-        method: Method,
-        url: Url,
+        request: String,
         status: u16,
         detail: String,
     },
@@ -99,9 +98,9 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
+        let what = format!("{method} {url}");
         let transport = |source| ClientError::Transport {
-            method: method.clone(),
-            url: url.clone(),
+            request: what.clone(),
             source,
         };
         let response = request.send().await.map_err(transport)?;
@@ -114,8 +113,7 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| ClientError::Unexpected {
-                    method,
-                    url,
+                    request: what,
                     status: status.as_u16(),
                     detail: e.to_string(),
                 });
@@ -128,8 +126,7 @@ impl Client {
                 request_id: error.request_id,
             }),
             Err(_) => Err(ClientError::Unexpected {
-                method,
-                url,
+                request: what,
                 status: status.as_u16(),
                 detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
             }),
@@ -145,8 +142,7 @@ impl Client {
         self.call(method.clone(), url.clone(), body)
             .await?
             .ok_or(ClientError::Unexpected {
-                method,
-                url,
+                request: format!("{method} {url}"),
                 status: 204,
                 detail: "no body".into(),
             })

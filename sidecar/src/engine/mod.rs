@@ -230,6 +230,18 @@ impl Engine {
         patch: &QueueAttributesPatch,
         origin: Origin,
     ) -> Result<QueueAttributes, EngineError> {
+        self.change_queue(name, patch, origin, origin == Origin::Declaration)
+            .await
+    }
+
+    /// Applies `patch` and sets whether the queue is managed by a declaration.
+    async fn change_queue(
+        &self,
+        name: &str,
+        patch: &QueueAttributesPatch,
+        origin: Origin,
+        managed: bool,
+    ) -> Result<QueueAttributes, EngineError> {
         let now = self.clock.now_ms();
         let (attrs, durable) = {
             let queues = self.queues.read();
@@ -243,7 +255,6 @@ impl Engine {
             let attrs = patch.apply_to(&state.attrs);
             attrs.validate(name)?;
             Self::check_dead_letter_target(&queues, &attrs)?;
-            let managed = origin == Origin::Declaration;
             if attrs == state.attrs && managed == state.managed {
                 return Ok(attrs);
             }
@@ -672,16 +683,21 @@ impl Engine {
             .map(|(_, q)| q.clone())
             .collect();
         for queue in undeclared {
-            let (name, attrs) = {
+            let name = {
                 let state = queue.state.lock();
-                if !state.managed {
+                if !state.managed || state.closed {
                     continue;
                 }
-                (state.name.clone(), state.attrs.clone())
+                state.name.clone()
             };
             tracing::info!(queue = %name, "no longer declared; it stays, managed through the API from now on");
-            self.update_queue(&name, &full_patch(&attrs), Origin::Api)
-                .await?;
+            self.change_queue(
+                &name,
+                &QueueAttributesPatch::default(),
+                Origin::Declaration,
+                false,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -728,5 +744,75 @@ async fn run_timers(queue: Arc<Queue>, clock: Arc<dyn Clock>) {
             }
             None => rearm.await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(
+            EngineConfig::new(0),
+            Arc::new(ManualClock::new(1_000_000)),
+            Arc::new(MemoryJournal),
+        )
+    }
+
+    #[tokio::test]
+    async fn undeclared_queue_is_released_to_the_api() {
+        let engine = engine();
+        let declared = vec![("orders".to_string(), QueueAttributes::default())];
+        engine.apply_declarations(&declared).await.unwrap();
+        let patch = QueueAttributesPatch {
+            delay_seconds: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            engine.update_queue("orders", &patch, Origin::Api).await,
+            Err(EngineError::QueueManaged("orders".into()))
+        );
+        engine.apply_declarations(&[]).await.unwrap();
+        let info = engine.get_queue("orders").await.unwrap();
+        assert!(!info.managed);
+        engine
+            .update_queue("orders", &patch, Origin::Api)
+            .await
+            .unwrap();
+        assert_eq!(
+            engine
+                .get_queue("orders")
+                .await
+                .unwrap()
+                .attrs
+                .delay_seconds,
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn declared_dead_letter_target_may_come_later_in_the_list() {
+        let engine = engine();
+        let orders = QueueAttributes {
+            dead_letter: Some(DeadLetterPolicy {
+                queue: "z-dlq".into(),
+                max_receive_count: Some(2),
+                max_time_to_live_seconds: None,
+            }),
+            ..QueueAttributes::default()
+        };
+        let declared = vec![
+            ("orders".to_string(), orders.clone()),
+            ("z-dlq".to_string(), QueueAttributes::default()),
+        ];
+        engine.apply_declarations(&declared).await.unwrap();
+        assert_eq!(engine.get_queue("orders").await.unwrap().attrs, orders);
+        assert_eq!(
+            engine.delete_queue("z-dlq", Origin::Declaration).await,
+            Err(EngineError::QueueInUse {
+                queue: "z-dlq".into(),
+                used_by: "orders".into()
+            })
+        );
     }
 }

@@ -493,6 +493,10 @@ impl QueueState {
             if let Some(mut message) = self.deleted.remove(seq) {
                 message.phase = Phase::Active;
                 message.visible_at_ms = now;
+                // A replay is a fresh delivery: receives before the delete must not count
+                // towards maxReceiveCount, or the replay would go to the dead-letter queue.
+                message.dequeue_count = 0;
+                message.first_dequeue_ms = None;
                 self.insert(message);
             }
         }
