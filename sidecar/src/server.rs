@@ -67,6 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..HttpLimits::default()
         },
     );
+    // Install the signal handlers before announcing the address, so a SIGTERM that
+    // follows the announcement is always handled gracefully.
+    let signals = shutdown_signal()?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("queuelet listening on http://{local}");
     tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal, "serving");
@@ -75,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let stop = stop.clone();
         let engine = engine.clone();
         async move {
-            shutdown_signal().await;
+            signals.await;
             tracing::info!("shutting down: finishing requests in flight");
             engine.release_waiters();
             stop.cancel();
@@ -89,24 +92,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = interrupt.await;
-            }
+/// Completes on SIGTERM or Ctrl-C; the handlers are installed when this returns.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }

@@ -658,6 +658,13 @@ impl Engine {
         for (name, attrs) in declared {
             validate_name(name)?;
             attrs.validate(name)?;
+            // Refuse the whole declaration before changing anything.
+            if let Some(policy) = &attrs.dead_letter {
+                let declared_target = declared.iter().any(|(d, _)| *d == policy.queue);
+                if !declared_target && !self.queues.read().contains_key(&policy.queue) {
+                    return Err(EngineError::DeadLetterQueueNotFound(policy.queue.clone()));
+                }
+            }
         }
         // First make every declared queue exist (without its dead-letter policy, whose
         // target may be declared later), then give each its full attributes.
