@@ -1,10 +1,11 @@
 //! Helpers for the end-to-end tests: find the workspace's binaries and run them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {
@@ -31,16 +32,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A `queuelet` server on an ephemeral loopback port, killed when dropped.
+/// A `queuelet` server on an ephemeral loopback port with a temporary data directory,
+/// ready to serve; killed when dropped.
 pub struct Server {
     pub url: String,
     child: Child,
+    _data: tempfile::TempDir,
 }
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("temporary data directory");
         let mut child = Command::new(binary("queuelet"))
             .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data.path())
             .args(args)
             .env("QUEUELET_LOG", "warn")
             .stdout(Stdio::piped())
@@ -59,8 +65,34 @@ impl Server {
         let url = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("queuelet reports its address");
-        Server { url, child }
+        wait_ready(&url, Duration::from_secs(60));
+        Server {
+            url,
+            child,
+            _data: data,
+        }
     }
+}
+
+/// Polls `GET /readyz` until it answers 200.
+pub fn wait_ready(url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let address = url.trim_start_matches("http://");
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            let _ = write!(
+                stream,
+                "GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            );
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("queuelet at {url} not ready after {timeout:?}");
 }
 
 impl Drop for Server {

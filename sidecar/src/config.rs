@@ -15,6 +15,22 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, QueueAttributes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// Acknowledge a send or delete only after its record is synced to disk.
+    Fsync,
+    /// Acknowledge once written; sync every --sync-interval-ms. A machine crash may
+    /// lose up to one interval of acknowledged changes (a process crash loses none).
+    Interval,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Salvage every valid record of a damaged log (the server refuses to start on one),
+    /// report what was dropped, and keep the damaged log beside the repaired one.
+    Repair,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -22,12 +38,39 @@ pub enum LogFormat {
 
 /// A durable message queue server with a native JSON HTTP API.
 ///
-/// Without flags it serves on 127.0.0.1:8080 with no authentication (loopback only).
+/// Without flags it serves on 127.0.0.1:8080 with no authentication (loopback only),
+/// keeping its data in ./queuelet-data.
 /// Listening on any other address requires bearer tokens (--token-file or
 /// QUEUELET_TOKENS) unless --insecure is given.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "queuelet", version)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Directory holding the queues' data (created when missing).
+    #[arg(
+        long,
+        env = "QUEUELET_DATA_DIR",
+        default_value = "queuelet-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// When sends and deletes are acknowledged.
+    #[arg(long, env = "QUEUELET_DURABILITY", value_enum, default_value = "fsync")]
+    pub durability: DurabilityMode,
+
+    /// Sync period of --durability interval, in milliseconds.
+    #[arg(long, env = "QUEUELET_SYNC_INTERVAL_MS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub sync_interval_ms: u64,
+
+    /// Size at which a log segment is closed and a new one started, in bytes.
+    #[arg(long, env = "QUEUELET_SEGMENT_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4_096..=1 << 31))]
+    pub segment_bytes: u64,
+
     /// Address to listen on (HTTP/1.1 and h2c).
     #[arg(long, env = "QUEUELET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

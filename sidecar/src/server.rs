@@ -1,9 +1,11 @@
 //! Wiring: build the engine, apply declarations, serve HTTP until a signal, then drain.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
@@ -12,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::auth::Tokens;
 use crate::api::metrics::Metrics;
 use crate::api::{AppState, HttpLimits, router};
-use crate::config::{self, Args};
-use crate::engine::{Engine, EngineConfig, MemoryJournal, SystemClock};
+use crate::config::{self, Args, Command, DurabilityMode};
+use crate::engine::{Engine, EngineConfig, LateJournal, SystemClock};
+use crate::store::file::RealFs;
+use crate::store::log::LogOptions;
+use crate::store::{self, Durability, Store, identity_key};
 
 /// Refuses to expose an unauthenticated server beyond loopback.
 pub fn check_exposure(listen: SocketAddr, tokens: &Tokens, insecure: bool) -> anyhow::Result<()> {
@@ -27,27 +32,57 @@ pub fn check_exposure(listen: SocketAddr, tokens: &Tokens, insecure: bool) -> an
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Repair) = args.command {
+        return repair(&args.data_dir);
+    }
     let tokens = Tokens::new(args.load_tokens()?);
     check_exposure(args.listen, &tokens, args.insecure)?;
-    let engine = Arc::new(Engine::new(
-        EngineConfig {
-            max_batch: usize::from(args.max_batch),
-            ..EngineConfig::new(args.replica_ordinal)
-        },
-        Arc::new(SystemClock::default()),
-        Arc::new(MemoryJournal),
-    ));
-    let state = AppState {
-        engine: engine.clone(),
-        metrics: Arc::new(Metrics::default()),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let signals = shutdown_signal()?;
 
+    // Serve health and readiness while the log is read back; the API answers 503 until
+    // recovery ends.
+    let started = Instant::now();
+    let journal = Arc::new(LateJournal::default());
+    let engine = Arc::new(Engine::new(
+        EngineConfig {
+            max_batch: usize::from(args.max_batch),
+            id_key: identity_key(&args.data_dir)?,
+            ..EngineConfig::new(args.replica_ordinal)
+        },
+        Arc::new(SystemClock::default()),
+        journal.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
+    let app = router(
+        AppState {
+            engine: engine.clone(),
+            metrics: Arc::new(Metrics::default()),
+            ready: ready.clone(),
+        },
+        tokens.clone(),
+        &HttpLimits {
+            max_request_bytes: args.max_request_bytes,
+            ..HttpLimits::default()
+        },
+    );
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("queuelet listening on http://{local}");
+    tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal,
+        data_dir = %args.data_dir.display(), durability = ?args.durability, "serving");
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    let store = open(&args, &engine, &journal).await?;
     if let Some(path) = &args.config {
         config::apply(&engine, path).await?;
         tokio::spawn(config::watch(
@@ -57,22 +92,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
-    state.ready.store(true, Ordering::Release);
-
-    let app = router(
-        state,
-        tokens.clone(),
-        &HttpLimits {
-            max_request_bytes: args.max_request_bytes,
-            ..HttpLimits::default()
-        },
-    );
-    // Install the signal handlers before announcing the address, so a SIGTERM that
-    // follows the announcement is always handled gracefully.
-    let signals = shutdown_signal()?;
-    // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("queuelet listening on http://{local}");
-    tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal, "serving");
+    ready.store(true, Ordering::Release);
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
 
     tokio::spawn({
         let stop = stop.clone();
@@ -84,11 +105,71 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop.cancel();
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
+    server
         .await
+        .context("the HTTP server task failed")?
         .context("serving HTTP")?;
+    store.close();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the data directory, rebuilds the engine from its log, and makes the log the
+/// engine's journal.
+async fn open(
+    args: &Args,
+    engine: &Arc<Engine>,
+    journal: &Arc<LateJournal>,
+) -> anyhow::Result<Arc<Store>> {
+    let data_dir = args.data_dir.clone();
+    let options = LogOptions {
+        durability: match args.durability {
+            DurabilityMode::Fsync => Durability::Fsync,
+            DurabilityMode::Interval => {
+                Durability::Interval(Duration::from_millis(args.sync_interval_ms))
+            }
+        },
+        segment_bytes: args.segment_bytes,
+        ..LogOptions::default()
+    };
+    let started = Instant::now();
+    let replay_into = engine.clone();
+    let (store, recovered) = tokio::task::spawn_blocking(move || {
+        Store::open(&data_dir, options, Arc::new(RealFs), &mut |record| {
+            replay_into.replay(record)
+        })
+    })
+    .await
+    .context("the recovery task failed")??;
+    let store = Arc::new(store);
+    journal.set(store.clone());
+    engine.start_replayed();
+    tracing::info!(
+        records = recovered.records,
+        segments = recovered.segments.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "log recovered"
+    );
+    Ok(store)
+}
+
+fn repair(data_dir: &Path) -> anyhow::Result<()> {
+    let log_dir = data_dir.join("log");
+    let report = store::repair::repair(&log_dir)
+        .with_context(|| format!("repairing {}", log_dir.display()))?;
+    println!("kept {} records", report.kept_records);
+    for (file, offset, bytes) in &report.dropped {
+        println!(
+            "dropped {bytes} bytes of {} at offset {offset}",
+            file.display()
+        );
+    }
+    if report.dropped.is_empty() {
+        println!("nothing was damaged");
+    }
+    if let Some(copy) = &report.damaged_copy {
+        println!("the previous log is kept in {}", copy.display());
+    }
     Ok(())
 }
 

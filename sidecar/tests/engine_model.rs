@@ -483,7 +483,7 @@ impl Model {
                 None => ("AAAA".into(), HandleKind::Invalid),
             },
             HandlePick::OtherReplica => {
-                let codec = IdCodec::new(OTHER_REPLICA, [1; 32]);
+                let codec = IdCodec::new(OTHER_REPLICA, [1; 32], [1; 32]);
                 let handle = codec.receipt_handle(Receipt {
                     queue_uid: 1,
                     seq: 1,

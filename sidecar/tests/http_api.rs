@@ -170,8 +170,10 @@ async fn queue_names(client: &Client) -> Vec<String> {
 /// Runs the binary with `args` until it exits (or fails the test after `timeout`);
 /// returns its status and everything it wrote to stderr.
 fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let data = tempfile::tempdir().expect("data directory");
     let mut child = Command::new(env!("CARGO_BIN_EXE_queuelet"))
         .args(args)
+        .env("QUEUELET_DATA_DIR", data.path())
         .env_remove("QUEUELET_TOKENS")
         .env_remove("QUEUELET_TOKEN_FILE")
         .env_remove("QUEUELET_CONFIG")
@@ -2276,9 +2278,11 @@ async fn refused_config_reload_changes_nothing() {
 #[test]
 fn sigterm_right_after_start_exits_cleanly() {
     use std::io::BufRead as _;
+    let data = tempfile::tempdir().expect("data directory");
     for attempt in 0..100 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_queuelet"))
             .args(["--listen", "127.0.0.1:0"])
+            .env("QUEUELET_DATA_DIR", data.path())
             .env_remove("QUEUELET_CONFIG")
             .env("QUEUELET_LOG", "error")
             .stdout(Stdio::piped())

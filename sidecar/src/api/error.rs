@@ -57,6 +57,7 @@ pub fn classify(error: &EngineError) -> (StatusCode, &'static str) {
         WrongReplica(_) => (StatusCode::MISDIRECTED_REQUEST, "wrong_replica"),
         RewindRefused(_) => (StatusCode::CONFLICT, "rewind_refused"),
         Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
     }
 }
 
@@ -121,8 +122,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             ApiError::new(status, code_for_status(status), message)
         }
     };
-    if error.status.is_server_error() {
+    if error.status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(code = error.code, message = %error.message, request_id, "request failed");
+    } else if error.status.is_server_error() {
+        tracing::warn!(code = error.code, message = %error.message, request_id, "request failed");
     } else {
         tracing::debug!(code = error.code, message = %error.message, request_id, "request refused");
     }

@@ -122,6 +122,11 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP queuelet_store_read_only 1 when the store refuses writes after a failed sync.\n# TYPE queuelet_store_read_only gauge\nqueuelet_store_read_only {}",
+            u8::from(engine.storage_failure().is_some())
+        );
         out.push_str("# EOF\n");
         out
     }

@@ -101,10 +101,15 @@ pub fn native_api() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
-    let api = api.route_layer(middleware::from_fn_with_state(
-        Arc::new(tokens),
-        auth::require_token,
-    ));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.ready.clone(),
+            until_ready,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(tokens),
+            auth::require_token,
+        ));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .merge(api)
@@ -143,6 +148,27 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// The API answers 503 until the queues are loaded.
+async fn until_ready(
+    State(ready): State<Arc<AtomicBool>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    if ready.load(Ordering::Acquire) {
+        next.run(request).await
+    } else {
+        not_ready().into_response()
+    }
+}
+
+fn not_ready() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "starting: the queues are still being loaded from disk",
+    )
+}
+
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
@@ -151,11 +177,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     if state.ready.load(Ordering::Acquire) {
         Ok(Json(serde_json::json!({"status": "ready"})))
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "starting: the queues are not loaded yet",
-        ))
+        Err(not_ready())
     }
 }
 

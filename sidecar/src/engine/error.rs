@@ -45,6 +45,8 @@ pub enum EngineError {
     WrongReplica(u16),
     #[error("rewind is not possible: {0}")]
     RewindRefused(String),
-    #[error("storage failure: {0}")]
+    #[error("storage unavailable: {0}")]
     Storage(String),
+    #[error("storage full: {0}")]
+    StorageFull(String),
 }

@@ -19,7 +19,8 @@ const HANDLE_LEN: usize = 1 + 2 + 8 + 8 + 4 + TAG_LEN;
 #[derive(Clone)]
 pub struct IdCodec {
     replica: u16,
-    key: [u8; 32],
+    id_key: [u8; 32],
+    handle_key: [u8; 32],
 }
 
 /// What a valid receipt handle names.
@@ -31,17 +32,20 @@ pub struct Receipt {
 }
 
 impl IdCodec {
-    pub fn new(replica: u16, key: [u8; 32]) -> Self {
-        Self { replica, key }
+    pub fn new(replica: u16, id_key: [u8; 32], handle_key: [u8; 32]) -> Self {
+        Self {
+            replica,
+            id_key,
+            handle_key,
+        }
     }
 
     pub fn replica(&self) -> u16 {
         self.replica
     }
 
-    fn tag(&self, domain: u8, payload: &[u8]) -> [u8; TAG_LEN] {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+    fn tag(key: &[u8; 32], domain: u8, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(&[domain]);
         mac.update(payload);
@@ -58,7 +62,7 @@ impl IdCodec {
         buf.extend_from_slice(&seq.to_be_bytes());
         let mut signed = buf.clone();
         signed.extend_from_slice(&queue_uid.to_be_bytes());
-        buf.extend_from_slice(&self.tag(b'm', &signed));
+        buf.extend_from_slice(&Self::tag(&self.id_key, b'm', &signed));
         URL_SAFE_NO_PAD.encode(buf)
     }
 
@@ -69,7 +73,7 @@ impl IdCodec {
         buf.extend_from_slice(&receipt.queue_uid.to_be_bytes());
         buf.extend_from_slice(&receipt.seq.to_be_bytes());
         buf.extend_from_slice(&receipt.generation.to_be_bytes());
-        let tag = self.tag(b'r', &buf);
+        let tag = Self::tag(&self.handle_key, b'r', &buf);
         buf.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(buf)
     }
@@ -87,7 +91,7 @@ impl IdCodec {
             return Err(EngineError::WrongReplica(replica));
         }
         // Constant-time comparison through the MAC's own verifier.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.handle_key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(b"r");
         mac.update(body);
@@ -113,7 +117,7 @@ mod tests {
     use super::*;
 
     fn codec(replica: u16) -> IdCodec {
-        IdCodec::new(replica, [7; 32])
+        IdCodec::new(replica, [7; 32], [9; 32])
     }
 
     #[test]
@@ -145,7 +149,7 @@ mod tests {
             codec(0).parse_receipt_handle("not-a-handle"),
             Err(EngineError::InvalidReceiptHandle)
         );
-        let other_key = IdCodec::new(0, [8; 32]);
+        let other_key = IdCodec::new(0, [7; 32], [8; 32]);
         assert_eq!(
             other_key.parse_receipt_handle(&handle),
             Err(EngineError::InvalidReceiptHandle)

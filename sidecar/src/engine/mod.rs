@@ -22,10 +22,12 @@ pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validat
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use queue::{NewMessage, QueueStats};
-pub use record::{Journal, MemoryJournal, Record};
+pub use record::{Journal, LateJournal, MemoryJournal, Record};
+
+use record::{BodyLoc, BodyRef};
 
 use ids::IdCodec;
-use queue::{DeadLetters, QueueState};
+use queue::{DeadLetters, QueueState, ReplayedMessage};
 
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -38,7 +40,7 @@ pub struct EngineConfig {
     pub replica: u16,
     /// Most items in one batch call.
     pub max_batch: usize,
-    /// Key that signs receipt handles and message ids.
+    /// Key that signs message ids; kept with the data so ids stay stable.
     pub id_key: [u8; 32],
 }
 
@@ -115,6 +117,23 @@ pub struct Engine {
     counters: Counters,
 }
 
+/// Waiters to wake after a change, outside the queue's lock.
+struct Wake {
+    waiters: usize,
+    rearm: bool,
+}
+
+impl Wake {
+    fn fire(self, queue: &Queue) {
+        for _ in 0..self.waiters {
+            queue.visible.notify_one();
+        }
+        if self.rearm {
+            queue.rearm.notify_one();
+        }
+    }
+}
+
 struct Outcome<R> {
     result: Result<R, EngineError>,
     dead: DeadLetters,
@@ -128,7 +147,9 @@ impl Engine {
             queues: RwLock::new(HashMap::new()),
             clock,
             journal,
-            ids: IdCodec::new(config.replica, config.id_key),
+            // Receipt handles are signed with a key of this process alone: in-flight state
+            // does not survive a restart, so neither may the handles that name it.
+            ids: IdCodec::new(config.replica, config.id_key, rand::random()),
             max_batch: config.max_batch.max(1),
             shutdown: CancellationToken::new(),
             counters: Counters::default(),
@@ -172,12 +193,39 @@ impl Engine {
         }
     }
 
-    async fn settle(durable: Option<record::Durable>) -> Result<(), EngineError> {
+    /// Waits until records are durable; returns where their bodies lie.
+    async fn settle(durable: Option<record::Durable>) -> Result<Vec<Option<BodyLoc>>, EngineError> {
         match durable {
-            Some(durable) => durable
-                .await
-                .map_err(|e| EngineError::Storage(e.to_string())),
-            None => Ok(()),
+            Some(durable) => durable.await.map_err(|e| match e.kind {
+                record::JournalErrorKind::Full => EngineError::StorageFull(e.message),
+                _ => EngineError::Storage(e.message),
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Why the journal refuses writes, if it does.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.journal.failure()
+    }
+
+    /// Wakes one waiter per newly visible message (and one more to pass on what a
+    /// receive left), and tells the timer task about an earlier timer.
+    fn wake(&self, state: &mut QueueState, active_before: u64) -> Wake {
+        let active = state.stats().active;
+        let wake = (active.saturating_sub(active_before) as usize)
+            .min(self.max_batch)
+            .max(usize::from(active > 0));
+        let rearm = match state.next_timer() {
+            Some(next) if state.armed_ms.is_none_or(|armed| next < armed) => {
+                state.armed_ms = Some(next);
+                true
+            }
+            _ => false,
+        };
+        Wake {
+            waiters: wake,
+            rearm,
         }
     }
 
@@ -315,12 +363,9 @@ impl Engine {
         queue.visible.notify_waiters();
         queue.rearm.notify_one();
         tracing::info!(queue = name, ?origin, "queue deleted");
-        Self::settle(Some(durable)).await
+        Self::settle(Some(durable)).await.map(drop)
     }
 
-    /// Runs `op` on a queue after applying what time has decided, hands its records to the
-    /// journal while the lock is held, wakes waiters, then moves dead letters and waits
-    /// until the records are durable.
     async fn run<R>(
         &self,
         queue: &Queue,
@@ -331,8 +376,26 @@ impl Engine {
             &mut DeadLetters,
         ) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
+        let (result, durable) = self.run_durable(queue, op).await?;
+        durable.map(|_| result)
+    }
+
+    /// Runs `op` on a queue after applying what time has decided, hands its records to the
+    /// journal while the lock is held, wakes waiters, then moves dead letters and waits
+    /// until the records are durable (receive counts alone are not waited for). Returns
+    /// `op`'s result and where the journal put the records' bodies.
+    async fn run_durable<R>(
+        &self,
+        queue: &Queue,
+        op: impl FnOnce(
+            &mut QueueState,
+            u64,
+            &mut Vec<Record>,
+            &mut DeadLetters,
+        ) -> Result<R, EngineError>,
+    ) -> Result<(R, Result<Vec<Option<BodyLoc>>, EngineError>), EngineError> {
         let now = self.clock.now_ms();
-        let (outcome, source, wake, rearm) = {
+        let (outcome, source, wake) = {
             let mut state = queue.state.lock();
             let mut records = Vec::new();
             let active_before = state.stats().active;
@@ -345,40 +408,27 @@ impl Engine {
                         .fetch_add(seqs.len() as u64, Ordering::Relaxed);
                 }
             }
-            let durable = (!records.is_empty()).then(|| self.journal.append(records));
-            // Wake one waiter per newly visible message, and one more to pass on the
-            // messages left when this was a receive.
-            let active = state.stats().active;
-            let wake = (active.saturating_sub(active_before) as usize)
-                .min(self.max_batch)
-                .max(usize::from(active > 0));
-            let rearm = match state.next_timer() {
-                Some(next) if state.armed_ms.is_none_or(|armed| next < armed) => {
-                    state.armed_ms = Some(next);
-                    true
-                }
-                _ => false,
-            };
+            let must_wait = records
+                .iter()
+                .any(|r| !matches!(r, Record::Received { .. }));
+            let appended = (!records.is_empty()).then(|| self.journal.append(records));
+            let durable = appended.filter(|_| must_wait);
+            let wake = self.wake(&mut state, active_before);
             let outcome = Outcome {
                 result,
                 dead,
                 dead_letter_queue: state.attrs.dead_letter.as_ref().map(|p| p.queue.clone()),
                 durable,
             };
-            (outcome, state.name.clone(), wake, rearm)
+            (outcome, state.name.clone(), wake)
         };
-        for _ in 0..wake {
-            queue.visible.notify_one();
-        }
-        if rearm {
-            queue.rearm.notify_one();
-        }
+        wake.fire(queue);
         if !outcome.dead.is_empty() {
             self.forward_dead_letters(queue, &source, outcome.dead_letter_queue, outcome.dead)
                 .await?;
         }
-        Self::settle(outcome.durable).await?;
-        outcome.result
+        let durable = Self::settle(outcome.durable).await;
+        outcome.result.map(|result| (result, durable))
     }
 
     async fn forward_dead_letters(
@@ -427,7 +477,7 @@ impl Engine {
             target.visible.notify_one();
         }
         tracing::info!(queue = source_name, target = ?target_name, count = moved, "moved to dead-letter queue");
-        Self::settle(Some(durable)).await
+        Self::settle(Some(durable)).await.map(drop)
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, EngineError> {
@@ -501,11 +551,28 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let queue = self.queue(name)?;
         let max_batch = self.max_batch;
-        let (uid, seqs) = self
-            .run(&queue, |state, now, records, _| {
+        let ((uid, seqs), durable) = self
+            .run_durable(&queue, |state, now, records, _| {
                 Ok((state.uid, state.send(now, batch, max_batch, records)?))
             })
             .await?;
+        // The messages become receivable only now that their records are durable.
+        match durable {
+            Ok(locs) => {
+                let wake = {
+                    let mut state = queue.state.lock();
+                    let active_before = state.stats().active;
+                    let first = locs.len().saturating_sub(seqs.len());
+                    state.commit(self.clock.now_ms(), &seqs, &locs[first..]);
+                    self.wake(&mut state, active_before)
+                };
+                wake.fire(&queue);
+            }
+            Err(error) => {
+                queue.state.lock().abort(&seqs);
+                return Err(error);
+            }
+        }
         self.counters
             .sent
             .fetch_add(seqs.len() as u64, Ordering::Relaxed);
@@ -547,8 +614,8 @@ impl Engine {
             tokio::pin!(visible);
             visible.as_mut().enable();
             let (uid, deliveries) = self
-                .run(&queue, |state, now, _, dead| {
-                    let (deliveries, moved) = state.receive(now, max)?;
+                .run(&queue, |state, now, records, dead| {
+                    let (deliveries, moved) = state.receive(now, max, records)?;
                     dead.extend(moved);
                     Ok((state.uid, deliveries))
                 })
@@ -557,19 +624,21 @@ impl Engine {
                 self.counters
                     .received
                     .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
-                return Ok(deliveries
+                return deliveries
                     .into_iter()
-                    .map(|d| ReceivedMessage {
-                        id: self.ids.message_id(uid, d.seq),
-                        receipt_handle: self.ids.receipt_handle(d.receipt),
-                        body: d.body,
-                        tags: d.tags,
-                        enqueued_ms: d.enqueued_ms,
-                        first_dequeue_ms: d.first_dequeue_ms,
-                        dequeue_count: d.dequeue_count,
-                        next_visible_ms: d.next_visible_ms,
+                    .map(|d| {
+                        Ok(ReceivedMessage {
+                            id: self.ids.message_id(uid, d.seq),
+                            receipt_handle: self.ids.receipt_handle(d.receipt),
+                            body: self.read_body(d.body)?,
+                            tags: d.tags,
+                            enqueued_ms: d.enqueued_ms,
+                            first_dequeue_ms: d.first_dequeue_ms,
+                            dequeue_count: d.dequeue_count,
+                            next_visible_ms: d.next_visible_ms,
+                        })
                     })
-                    .collect());
+                    .collect();
             }
             if self.clock.now_ms() >= deadline || self.shutdown.is_cancelled() {
                 return Ok(Vec::new());
@@ -579,6 +648,16 @@ impl Engine {
                 _ = self.clock.sleep_until(deadline) => {}
                 _ = self.shutdown.cancelled() => {}
             }
+        }
+    }
+
+    fn read_body(&self, body: BodyRef) -> Result<Bytes, EngineError> {
+        match body {
+            BodyRef::Bytes(bytes) => Ok(bytes),
+            BodyRef::Stored(loc) => self
+                .journal
+                .read_body(loc)
+                .map_err(|e| EngineError::Storage(e.message)),
         }
     }
 
@@ -633,6 +712,108 @@ impl Engine {
             state.change_visibility(now, receipt, seconds)
         })
         .await
+    }
+
+    /// Applies one record read back from the journal at start-up. Records that name a
+    /// queue or message that no longer exists (after a repair dropped damage) are skipped.
+    pub fn replay(&self, record: Record) {
+        let now = self.clock.now_ms();
+        let mut queues = self.queues.write();
+        let with = |name: &str, apply: &mut dyn FnMut(&mut QueueState)| {
+            if let Some(queue) = queues.get(name) {
+                apply(&mut queue.state.lock());
+            }
+        };
+        match record {
+            Record::Enqueued {
+                queue,
+                seq,
+                enqueued_ms,
+                visible_at_ms,
+                tags,
+                body,
+            } => {
+                let mut message = Some(ReplayedMessage {
+                    seq,
+                    body,
+                    tags,
+                    enqueued_ms,
+                    visible_at_ms,
+                });
+                with(&queue, &mut |state| {
+                    if let Some(message) = message.take() {
+                        state.replay_enqueued(now, message);
+                    }
+                });
+            }
+            Record::Deleted { queue, seqs } => {
+                with(&queue, &mut |state| state.replay_removed(&seqs, true))
+            }
+            Record::Expired { queue, seqs } => {
+                with(&queue, &mut |state| state.replay_removed(&seqs, false))
+            }
+            Record::Received { queue, counts } => {
+                with(&queue, &mut |state| state.replay_received(&counts))
+            }
+            Record::Rewound { queue, from_ms } => with(&queue, &mut |state| {
+                state.reopen_deleted_since(now, from_ms);
+            }),
+            Record::QueuePurged { name } => with(&name, &mut |state| {
+                let _ = state.purge(&mut Vec::new());
+            }),
+            Record::DeadLettered {
+                from,
+                seq,
+                to,
+                to_seq,
+                at_ms,
+            } => {
+                let mut moved = None;
+                with(&from, &mut |state| moved = state.replay_take(seq));
+                with(&to, &mut |state| {
+                    if let Some(message) = moved.take() {
+                        state.replay_dead_letter(to_seq, at_ms, message);
+                    }
+                });
+            }
+            Record::QueueCreated {
+                name,
+                uid,
+                attrs,
+                managed,
+                at_ms,
+            } => {
+                let state = QueueState::new(name.clone(), uid, attrs, managed, at_ms);
+                queues.insert(
+                    name,
+                    Arc::new(Queue {
+                        state: Mutex::new(state),
+                        visible: Notify::new(),
+                        rearm: Notify::new(),
+                    }),
+                );
+            }
+            Record::QueueUpdated {
+                name,
+                attrs,
+                managed,
+                at_ms,
+            } => with(&name, &mut |state| {
+                state.attrs = attrs.clone();
+                state.managed = managed;
+                state.modified_ms = at_ms;
+            }),
+            Record::QueueDeleted { name } => {
+                queues.remove(&name);
+            }
+        }
+    }
+
+    /// Starts the timers of the queues that `replay` rebuilt.
+    pub fn start_replayed(&self) {
+        for queue in self.queues.read().values() {
+            tokio::spawn(run_timers(queue.clone(), self.clock.clone()));
+        }
     }
 
     /// Every queue with its counts, for metrics.

@@ -10,12 +10,14 @@ use bytes::Bytes;
 use super::EngineError;
 use super::attrs::{DELAY_SECONDS, QueueAttributes, VISIBILITY_TIMEOUT_SECONDS, validate_tags};
 use super::ids::Receipt;
-use super::record::Record;
+use super::record::{BodyLoc, BodyRef, Record};
 
 const MS: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Sent, but its record is not durable yet: invisible to every receive.
+    Pending,
     Delayed,
     Active,
     InFlight,
@@ -24,7 +26,7 @@ enum Phase {
 #[derive(Debug, Clone)]
 pub struct Message {
     pub seq: u64,
-    pub body: Bytes,
+    pub body: BodyRef,
     pub tags: Vec<String>,
     pub enqueued_ms: u64,
     pub first_dequeue_ms: Option<u64>,
@@ -42,12 +44,22 @@ pub struct NewMessage {
     pub tags: Vec<String>,
 }
 
+/// A message read back from the journal at start-up.
+#[derive(Debug, Clone)]
+pub struct ReplayedMessage {
+    pub seq: u64,
+    pub body: BodyRef,
+    pub tags: Vec<String>,
+    pub enqueued_ms: u64,
+    pub visible_at_ms: u64,
+}
+
 /// A message handed to a consumer by a receive.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub seq: u64,
     pub receipt: Receipt,
-    pub body: Bytes,
+    pub body: BodyRef,
     pub tags: Vec<String>,
     pub enqueued_ms: u64,
     pub first_dequeue_ms: u64,
@@ -134,6 +146,7 @@ impl QueueState {
 
     fn place(&mut self, seq: u64, phase: Phase, visible_at_ms: u64) {
         match phase {
+            Phase::Pending => {}
             Phase::Active => {
                 self.ready.insert(seq);
             }
@@ -149,6 +162,7 @@ impl QueueState {
 
     fn unplace(&mut self, seq: u64, phase: Phase, visible_at_ms: u64) {
         match phase {
+            Phase::Pending => {}
             Phase::Active => {
                 self.ready.remove(&seq);
             }
@@ -288,11 +302,7 @@ impl QueueState {
             let seq = self.next_seq;
             self.next_seq += 1;
             let delay_ms = u64::from(delay_seconds.unwrap_or(self.attrs.delay_seconds)) * MS;
-            let phase = if delay_ms == 0 {
-                Phase::Active
-            } else {
-                Phase::Delayed
-            };
+            let body = BodyRef::Bytes(body);
             records.push(Record::Enqueued {
                 queue: self.name.clone(),
                 seq,
@@ -310,11 +320,48 @@ impl QueueState {
                 dequeue_count: 0,
                 visible_at_ms: now + delay_ms,
                 generation: 0,
-                phase,
+                phase: Phase::Pending,
             });
             seqs.push(seq);
         }
         Ok(seqs)
+    }
+
+    /// Makes sent messages receivable once their records are durable, with their bodies
+    /// on disk when the journal stored them.
+    pub fn commit(&mut self, now: u64, seqs: &[u64], locs: &[Option<BodyLoc>]) {
+        for (i, seq) in seqs.iter().enumerate() {
+            let Some(message) = self.messages.get_mut(seq) else {
+                continue; // purged or expired meanwhile
+            };
+            if message.phase != Phase::Pending {
+                continue;
+            }
+            if let Some(Some(loc)) = locs.get(i) {
+                message.body = BodyRef::Stored(*loc);
+            }
+            let phase = if message.visible_at_ms > now {
+                Phase::Delayed
+            } else {
+                Phase::Active
+            };
+            message.phase = phase;
+            let visible_at = message.visible_at_ms;
+            self.place(*seq, phase, visible_at);
+        }
+    }
+
+    /// Forgets sent messages whose records could not be made durable.
+    pub fn abort(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            if self
+                .messages
+                .get(seq)
+                .is_some_and(|m| m.phase == Phase::Pending)
+            {
+                self.take(*seq);
+            }
+        }
     }
 
     /// Takes a dead letter moved here from another queue; the backlog bound does not
@@ -334,6 +381,7 @@ impl QueueState {
             seq: message.seq,
             to: self.name.clone(),
             to_seq: seq,
+            at_ms: now,
         });
         self.insert(Message {
             seq,
@@ -357,10 +405,14 @@ impl QueueState {
         self.insert(message);
     }
 
+    /// Hands out up to `max` visible messages, oldest first. A message already received
+    /// `maxReceiveCount` times goes to the dead-letter list instead. For such queues the
+    /// new receive counts are recorded (see `Record::Received`).
     pub fn receive(
         &mut self,
         now: u64,
         max: usize,
+        records: &mut Vec<Record>,
     ) -> Result<(Vec<Delivery>, DeadLetters), EngineError> {
         self.open()?;
         let max_receives = self
@@ -402,6 +454,15 @@ impl QueueState {
                 next_visible_ms: message.visible_at_ms,
             });
             self.timers.insert((now + visibility_ms, seq));
+        }
+        if max_receives.is_some() && !deliveries.is_empty() {
+            records.push(Record::Received {
+                queue: self.name.clone(),
+                counts: deliveries
+                    .iter()
+                    .map(|d| (d.seq, d.dequeue_count))
+                    .collect(),
+            });
         }
         Ok((deliveries, dead))
     }
@@ -483,28 +544,12 @@ impl QueueState {
                 "start time {from_ms} is outside the rewind window {earliest}..={now} (ms since epoch)"
             )));
         }
-        let replay: Vec<u64> = self
-            .deleted
-            .range(..)
-            .filter(|(_, m)| m.enqueued_ms >= from_ms)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in &replay {
-            if let Some(mut message) = self.deleted.remove(seq) {
-                message.phase = Phase::Active;
-                message.visible_at_ms = now;
-                // A replay is a fresh delivery: receives before the delete must not count
-                // towards maxReceiveCount, or the replay would go to the dead-letter queue.
-                message.dequeue_count = 0;
-                message.first_dequeue_ms = None;
-                self.insert(message);
-            }
-        }
+        let rewound = self.reopen_deleted_since(now, from_ms);
         records.push(Record::Rewound {
             queue: self.name.clone(),
             from_ms,
         });
-        Ok(replay.len() as u64)
+        Ok(rewound)
     }
 
     pub fn purge(&mut self, records: &mut Vec<Record>) -> Result<u64, EngineError> {
@@ -519,6 +564,93 @@ impl QueueState {
             name: self.name.clone(),
         });
         Ok(purged)
+    }
+
+    /// Replay: a message enqueued before the restart (its in-flight state is not kept,
+    /// so it is visible again, or still delayed).
+    pub fn replay_enqueued(&mut self, now: u64, message: ReplayedMessage) {
+        self.next_seq = self.next_seq.max(message.seq + 1);
+        let phase = if message.visible_at_ms > now {
+            Phase::Delayed
+        } else {
+            Phase::Active
+        };
+        self.take(message.seq);
+        self.insert(Message {
+            seq: message.seq,
+            body: message.body,
+            tags: message.tags,
+            enqueued_ms: message.enqueued_ms,
+            first_dequeue_ms: None,
+            dequeue_count: 0,
+            visible_at_ms: message.visible_at_ms,
+            generation: 0,
+            phase,
+        });
+    }
+
+    /// Replay: messages deleted (kept for a rewind when the queue allows one) or expired.
+    pub fn replay_removed(&mut self, seqs: &[u64], deleted: bool) {
+        for seq in seqs {
+            if let Some(message) = self.take(*seq)
+                && deleted
+                && self.attrs.rewind_seconds > 0
+            {
+                self.deleted.insert(message.seq, message);
+            }
+        }
+    }
+
+    /// Replay: the receive counts recorded for a dead-letter policy.
+    pub fn replay_received(&mut self, counts: &[(u64, u32)]) {
+        for (seq, count) in counts {
+            if let Some(message) = self.messages.get_mut(seq) {
+                message.dequeue_count = message.dequeue_count.max(*count);
+            }
+        }
+    }
+
+    /// Replay: a message moved out to a dead-letter queue.
+    pub fn replay_take(&mut self, seq: u64) -> Option<Message> {
+        self.take(seq)
+    }
+
+    /// Replay: a message moved in from another queue's dead letters.
+    pub fn replay_dead_letter(&mut self, seq: u64, at_ms: u64, message: Message) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.insert(Message {
+            seq,
+            enqueued_ms: at_ms,
+            first_dequeue_ms: None,
+            dequeue_count: 0,
+            visible_at_ms: at_ms,
+            generation: 0,
+            phase: Phase::Active,
+            ..message
+        });
+    }
+
+    /// Makes deleted messages enqueued at or after `from_ms` visible again, as fresh
+    /// deliveries (receives before their delete do not count towards maxReceiveCount).
+    /// Replay calls it directly: the window checks held when the rewind happened.
+    pub fn reopen_deleted_since(&mut self, now: u64, from_ms: u64) -> u64 {
+        let replay: Vec<u64> = self
+            .deleted
+            .iter()
+            .filter(|(_, m)| m.enqueued_ms >= from_ms)
+            .map(|(s, _)| *s)
+            .collect();
+        let count = replay.len() as u64;
+        for seq in replay {
+            if let Some(mut message) = self.deleted.remove(&seq) {
+                message.phase = Phase::Active;
+                message.visible_at_ms = now;
+                message.dequeue_count = 0;
+                message.first_dequeue_ms = None;
+                self.insert(message);
+            }
+        }
+        count
     }
 
     pub fn stats(&self) -> QueueStats {

@@ -38,7 +38,7 @@ pub enum Record {
         enqueued_ms: u64,
         visible_at_ms: u64,
         tags: Vec<String>,
-        body: Bytes,
+        body: BodyRef,
     },
     Deleted {
         queue: String,
@@ -55,32 +55,151 @@ pub enum Record {
         seq: u64,
         to: String,
         to_seq: u64,
+        at_ms: u64,
     },
     /// Deleted messages enqueued at or after `from_ms` are consumable again.
     Rewound {
         queue: String,
         from_ms: u64,
     },
+    /// Receive counts, kept so a poison message still reaches its dead-letter queue
+    /// after restarts. Written only for queues whose policy counts receives, and never
+    /// waited for: a crash may lose the last few increments.
+    Received {
+        queue: String,
+        counts: Vec<(u64, u32)>,
+    },
+}
+
+/// Where a stored body lies: a segment of the log, an offset in it and a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLoc {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// A message body: in memory, or on disk once its record is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRef {
+    Bytes(Bytes),
+    Stored(BodyLoc),
+}
+
+impl BodyRef {
+    pub fn len(&self) -> usize {
+        match self {
+            BodyRef::Bytes(bytes) => bytes.len(),
+            BodyRef::Stored(loc) => loc.len as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalErrorKind {
+    /// No space left: the write was undone; it may work again once space returns.
+    Full,
+    /// The write failed or the log is closed.
+    Unavailable,
+    /// A sync failed earlier; the log takes no more writes until restart.
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct JournalError(pub String);
+#[error("{message}")]
+pub struct JournalError {
+    pub kind: JournalErrorKind,
+    pub message: String,
+}
 
-pub type Durable = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
+impl JournalError {
+    pub fn full(message: impl Into<String>) -> Self {
+        Self {
+            kind: JournalErrorKind::Full,
+            message: message.into(),
+        }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: JournalErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+    pub fn read_only(message: impl Into<String>) -> Self {
+        Self {
+            kind: JournalErrorKind::ReadOnly,
+            message: message.into(),
+        }
+    }
+}
+
+/// Completes when the records are durable, with where each `Enqueued` body now lies.
+pub type Durable = Pin<Box<dyn Future<Output = Result<Vec<Option<BodyLoc>>, JournalError>> + Send>>;
 
 /// Where records go. `append` is called with the queue lock held and must only
 /// enqueue; the returned future completes when the records are durable.
 pub trait Journal: Send + Sync + 'static {
     fn append(&self, records: Vec<Record>) -> Durable;
+    /// Reads a body that `append` reported stored.
+    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError>;
+    /// Why the journal refuses writes, if it does.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
-/// Keeps nothing: the engine runs purely in memory.
+/// Keeps nothing: the engine runs purely in memory and bodies stay on the heap.
 #[derive(Debug, Default)]
 pub struct MemoryJournal;
 
 impl Journal for MemoryJournal {
-    fn append(&self, _records: Vec<Record>) -> Durable {
-        Box::pin(std::future::ready(Ok(())))
+    fn append(&self, records: Vec<Record>) -> Durable {
+        Box::pin(std::future::ready(Ok(vec![None; records.len()])))
+    }
+
+    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
+        Err(JournalError::unavailable(format!(
+            "no stored bodies in memory mode ({loc:?})"
+        )))
+    }
+}
+
+/// A journal chosen after the engine exists: start-up replays the log into the engine
+/// before the log can take new records. Until `set`, every append fails.
+#[derive(Default)]
+pub struct LateJournal {
+    inner: std::sync::OnceLock<std::sync::Arc<dyn Journal>>,
+}
+
+impl LateJournal {
+    pub fn set(&self, journal: std::sync::Arc<dyn Journal>) {
+        let _ = self.inner.set(journal);
+    }
+
+    fn get(&self) -> Result<&std::sync::Arc<dyn Journal>, JournalError> {
+        self.inner
+            .get()
+            .ok_or_else(|| JournalError::unavailable("the store is still opening"))
+    }
+}
+
+impl Journal for LateJournal {
+    fn append(&self, records: Vec<Record>) -> Durable {
+        match self.get() {
+            Ok(journal) => journal.append(records),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+
+    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
+        self.get()?.read_body(loc)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.get().and_then(|journal| journal.failure())
     }
 }

@@ -1,26 +1,46 @@
-//! Starts the real `queuelet` binary on an ephemeral loopback port for a test.
+//! Starts the real `queuelet` binary on an ephemeral loopback port for a test, with its
+//! own data directory, and waits until it is ready.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Server {
     pub url: String,
-    child: Child,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts the binary with `args` added after `--listen 127.0.0.1:0`.
+    /// Starts the binary with `args` added after `--listen 127.0.0.1:0`, in a fresh
+    /// temporary data directory.
     pub fn start(args: &[&str]) -> Server {
         Self::start_with_env(args, &[])
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().expect("temporary data directory");
+        let mut server = Self::spawn(temp.path(), args, env);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts the binary on an existing data directory (e.g. to restart after a crash).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        Self::spawn(data_dir, args, &[])
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_queuelet"));
         command
             .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
             .args(args)
             .env_remove("QUEUELET_TOKENS")
             .env_remove("QUEUELET_TOKEN_FILE")
@@ -48,7 +68,35 @@ impl Server {
                 panic!("queuelet did not report its address: {:?}", child.wait());
             }
         };
-        Server { url, child }
+        let server = Server {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            child: Some(child),
+            _temp: None,
+        };
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let address = self.url.trim_start_matches("http://").to_string();
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = TcpStream::connect(&address) {
+                let _ = write!(
+                    stream,
+                    "GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                );
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("queuelet at {} not ready after {timeout:?}", self.url);
     }
 
     pub fn client(&self) -> queuelet::client::Client {
@@ -56,23 +104,33 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Kills the process with SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) -> ExitStatus {
+        self.signal("-KILL")
+    }
+
+    fn signal(&mut self, signal: &str) -> ExitStatus {
+        let mut child = self.child.take().expect("running server");
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status();
-        let status = self.child.wait().expect("wait for queuelet");
-        std::mem::forget(self);
-        status
+        child.wait().expect("wait for queuelet")
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -1,0 +1,413 @@
+//! The segmented append-only log and its single writer thread (group commit).
+//!
+//! Request handlers hand records over a channel while holding their queue's lock, so
+//! the log's order is the order the engine applied them. The writer drains everything
+//! queued, encodes it into one buffer, writes it with one call and syncs once, then
+//! completes every waiter of that batch.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use super::file::{LogFile, LogFs};
+use super::frame;
+use crate::engine::record::{BodyLoc, Durable, JournalError, Record};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After its batch is written and `fdatasync` returned.
+    Fsync,
+    /// After its batch is written; a sync follows within the interval. A machine crash
+    /// (not a process crash) can lose up to one interval of acknowledged records.
+    Interval(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub durability: Durability,
+    /// A segment is closed once it holds at least this many bytes.
+    pub segment_bytes: u64,
+    /// Most bytes one group commit writes.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            segment_bytes: 64 << 20,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+pub fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:010}.qlog"))
+}
+
+/// Segment ids found in `dir`, in order.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name.strip_suffix(".qlog").and_then(|s| s.parse().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+type Completion = oneshot::Sender<Result<Vec<Option<BodyLoc>>, JournalError>>;
+
+enum Request {
+    Append(Vec<Record>, Completion),
+    Close(mpsc::Sender<()>),
+}
+
+/// Where appends go next.
+pub struct Tail {
+    pub segment: u32,
+    pub len: u64,
+    pub next_lsn: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    readers: RwLock<HashMap<u32, Arc<File>>>,
+    /// Set once a sync failed: the log refuses writes from then on.
+    failed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn open_reader(&self, id: u32) -> io::Result<()> {
+        let file = File::open(segment_path(&self.dir, id))?;
+        self.readers.write().insert(id, Arc::new(file));
+        Ok(())
+    }
+}
+
+pub struct Log {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Log {
+    /// Starts the writer after recovery left the tail at `tail`.
+    pub fn start(
+        dir: &Path,
+        fs: Arc<dyn LogFs>,
+        options: LogOptions,
+        existing: &[u32],
+        tail: Tail,
+    ) -> io::Result<Log> {
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            readers: RwLock::new(HashMap::new()),
+            failed: Mutex::new(None),
+        });
+        let path = segment_path(dir, tail.segment);
+        let file = if existing.contains(&tail.segment) {
+            fs.open_append(&path, tail.len)?
+        } else {
+            fs.create(&path)?
+        };
+        for id in existing.iter().copied().chain([tail.segment]) {
+            shared.open_reader(id)?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            fs,
+            options,
+            shared: shared.clone(),
+            file,
+            segment: tail.segment,
+            len: tail.len,
+            next_lsn: tail.next_lsn,
+            unsynced: false,
+            last_sync: Instant::now(),
+            buf: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("queuelet-log".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Log {
+            tx,
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn append(&self, records: Vec<Record>) -> Durable {
+        let (done, wait) = oneshot::channel();
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Box::pin(std::future::ready(Err(JournalError::read_only(reason))));
+        }
+        if self.tx.send(Request::Append(records, done)).is_err() {
+            return Box::pin(std::future::ready(Err(JournalError::unavailable(
+                "the log is closed",
+            ))));
+        }
+        Box::pin(async move {
+            wait.await
+                .unwrap_or_else(|_| Err(JournalError::unavailable("the log writer stopped")))
+        })
+    }
+
+    pub fn read(&self, loc: BodyLoc) -> io::Result<Bytes> {
+        let file = self
+            .shared
+            .readers
+            .read()
+            .get(&loc.segment)
+            .cloned()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("segment {} is not open", loc.segment),
+                )
+            })?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, u64::from(loc.offset))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.lock().clone()
+    }
+
+    /// Writes and syncs everything queued, then stops the writer.
+    pub fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Request::Close(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Writer {
+    fs: Arc<dyn LogFs>,
+    options: LogOptions,
+    shared: Arc<Shared>,
+    file: Box<dyn LogFile>,
+    segment: u32,
+    len: u64,
+    next_lsn: u64,
+    unsynced: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+fn approx_size(record: &Record) -> usize {
+    match record {
+        Record::Enqueued { body, tags, .. } => {
+            64 + tags.iter().map(|t| t.len() + 4).sum::<usize>() + body.len()
+        }
+        Record::Deleted { seqs, .. } | Record::Expired { seqs, .. } => 48 + seqs.len() * 8,
+        Record::Received { counts, .. } => 48 + counts.len() * 12,
+        _ => 256,
+    }
+}
+
+fn io_error(context: &str, error: &io::Error) -> JournalError {
+    if error.raw_os_error() == Some(28) || error.kind() == io::ErrorKind::StorageFull {
+        JournalError::full(format!("{context}: disk full ({error})"))
+    } else {
+        JournalError::unavailable(format!("{context}: {error}"))
+    }
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        loop {
+            let first = match self.options.durability {
+                Durability::Interval(every) if self.unsynced => {
+                    match rx.recv_timeout(every.saturating_sub(self.last_sync.elapsed())) {
+                        Ok(request) => request,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut close = None;
+            let mut queued_bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Append(records, done) => {
+                        queued_bytes += records.iter().map(approx_size).sum::<usize>();
+                        batch.push((records, done));
+                    }
+                    Request::Close(ack) => {
+                        close = Some(ack);
+                        break;
+                    }
+                }
+                if queued_bytes >= self.options.max_batch_bytes {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(batch);
+            }
+            if let Some(ack) = close {
+                if self.unsynced {
+                    self.sync();
+                }
+                let _ = ack.send(());
+                return;
+            }
+        }
+        if self.unsynced {
+            self.sync();
+        }
+    }
+
+    fn fail_all(batch: Vec<(Vec<Record>, Completion)>, error: JournalError) {
+        for (_, done) in batch {
+            let _ = done.send(Err(error.clone()));
+        }
+    }
+
+    fn sync(&mut self) -> bool {
+        match self.file.sync() {
+            Ok(()) => {
+                self.unsynced = false;
+                self.last_sync = Instant::now();
+                true
+            }
+            Err(error) => {
+                // The kernel may have dropped the dirty pages: a later successful sync
+                // would prove nothing. Refuse all writes from now on.
+                let reason = format!(
+                    "fdatasync of segment {} failed ({error}); the log is read-only until restart",
+                    self.segment
+                );
+                tracing::error!(%reason, "log sync failed");
+                *self.shared.failed.lock() = Some(reason);
+                false
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<(Vec<Record>, Completion)>) {
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Self::fail_all(batch, JournalError::read_only(reason));
+        }
+        self.buf.clear();
+        let first_lsn = self.next_lsn;
+        let mut relative: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(batch.len());
+        for (records, _) in &batch {
+            let mut spans = Vec::with_capacity(records.len());
+            for record in records {
+                let frame_start = self.buf.len();
+                let span = frame::encode(record, self.next_lsn, &mut self.buf);
+                self.next_lsn += 1;
+                spans.push(span.map(|(at, len)| (frame_start + at, len)));
+            }
+            relative.push(spans);
+        }
+        if self.len > 0
+            && self.len + self.buf.len() as u64 > self.options.segment_bytes
+            && let Err(error) = self.roll()
+        {
+            self.next_lsn = first_lsn;
+            return Self::fail_all(batch, error);
+        }
+        if let Err(error) = self.file.append(&self.buf) {
+            self.next_lsn = first_lsn;
+            let journal_error = io_error("writing the log", &error);
+            tracing::error!(error = %journal_error, "log write failed; undoing it");
+            if let Err(undo) = self.file.truncate(self.len) {
+                let reason = format!(
+                    "a failed write could not be undone ({undo}); the log is read-only until restart"
+                );
+                tracing::error!(%reason, "log truncate failed");
+                *self.shared.failed.lock() = Some(reason);
+            }
+            return Self::fail_all(batch, journal_error);
+        }
+        let base = self.len;
+        self.len += self.buf.len() as u64;
+        self.unsynced = true;
+        let synced = match self.options.durability {
+            Durability::Fsync => self.sync(),
+            Durability::Interval(every) => {
+                if self.last_sync.elapsed() >= every {
+                    self.sync();
+                }
+                true // acknowledged once written, by this mode's contract
+            }
+        };
+        if !synced {
+            let reason = self.shared.failed.lock().clone().unwrap_or_default();
+            return Self::fail_all(batch, JournalError::read_only(reason));
+        }
+        for ((_, done), spans) in batch.into_iter().zip(relative) {
+            let locs = spans
+                .into_iter()
+                .map(|span| {
+                    span.map(|(at, len)| BodyLoc {
+                        segment: self.segment,
+                        offset: (base + at as u64) as u32,
+                        len: len as u32,
+                    })
+                })
+                .collect();
+            let _ = done.send(Ok(locs));
+        }
+    }
+
+    fn roll(&mut self) -> Result<(), JournalError> {
+        if self.unsynced && !self.sync() {
+            let reason = self.shared.failed.lock().clone().unwrap_or_default();
+            return Err(JournalError::read_only(reason));
+        }
+        let next = self.segment + 1;
+        let path = segment_path(&self.shared.dir, next);
+        let file = self
+            .fs
+            .create(&path)
+            .map_err(|e| io_error("creating a log segment", &e))?;
+        self.shared
+            .open_reader(next)
+            .map_err(|e| io_error("opening a log segment", &e))?;
+        self.file = file;
+        self.segment = next;
+        self.len = 0;
+        tracing::debug!(segment = next, "log segment started");
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Durable storage: a data directory holding the write-ahead log of the engine's
+//! records, read back at start-up to rebuild the engine.
+//!
+//! ```text
+//! <data-dir>/LOCK       held while a server uses the directory
+//! <data-dir>/identity   the key that signs message ids (stable across restarts)
+//! <data-dir>/log/       segments 0000000001.qlog, 0000000002.qlog, …
+//! ```
+
+pub mod file;
+pub mod frame;
+pub mod log;
+pub mod recovery;
+pub mod repair;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::engine::record::{BodyLoc, Durable, Journal, JournalError, Record};
+use file::LogFs;
+pub use log::Durability;
+use log::{Log, LogOptions, Tail};
+pub use recovery::Recovered;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error(
+        "the log is damaged in {file} at offset {offset}: {reason}. Nothing was changed; \
+         run `queuelet repair --data-dir <dir>` to keep every valid record and drop the damage"
+    )]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("data directory {0} is in use by another queuelet process")]
+    Locked(PathBuf),
+}
+
+impl StoreError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub struct Store {
+    log: Log,
+    _lock: File,
+}
+
+/// Takes the directory's lock, so two servers never write one log.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::io(format!("locking {}", path.display()), e))
+        }
+    }
+}
+
+/// The directory's id-signing key, created on first use.
+pub fn identity_key(dir: &Path) -> Result<[u8; 32], StoreError> {
+    let path = dir.join("identity");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut key).map_err(|e| {
+                StoreError::io(
+                    format!("reading {}", path.display()),
+                    io::Error::new(io::ErrorKind::InvalidData, e),
+                )
+            })?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            let temp = dir.join("identity.tmp");
+            let write = || -> io::Result<()> {
+                let mut file = File::create(&temp)?;
+                file.write_all(hex::encode(key).as_bytes())?;
+                file.sync_all()?;
+                std::fs::rename(&temp, &path)?;
+                File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+            Ok(key)
+        }
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the data directory, replays the log into `apply`, and starts
+    /// the writer after the last valid record.
+    pub fn open(
+        data_dir: &Path,
+        options: LogOptions,
+        fs: Arc<dyn LogFs>,
+        apply: &mut dyn FnMut(Record),
+    ) -> Result<(Store, Recovered), StoreError> {
+        let log_dir = data_dir.join("log");
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| StoreError::io(format!("creating {}", log_dir.display()), e))?;
+        let lock = lock_dir(data_dir)?;
+        let recovered = recovery::recover(&log_dir, apply)?;
+        let tail = match recovered.segments.last() {
+            Some(&segment) => Tail {
+                segment,
+                len: recovered.tail_len,
+                next_lsn: recovered.next_lsn,
+            },
+            None => Tail {
+                segment: 1,
+                len: 0,
+                next_lsn: 1,
+            },
+        };
+        let log = Log::start(&log_dir, fs, options, &recovered.segments, tail)
+            .map_err(|e| StoreError::io(format!("starting the log in {}", log_dir.display()), e))?;
+        Ok((Store { log, _lock: lock }, recovered))
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.log.failure()
+    }
+
+    /// Syncs what is written and stops the writer.
+    pub fn close(&self) {
+        self.log.close();
+    }
+}
+
+impl Journal for Store {
+    fn append(&self, records: Vec<Record>) -> Durable {
+        self.log.append(records)
+    }
+
+    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
+        self.log
+            .read(loc)
+            .map_err(|e| JournalError::unavailable(format!("reading a message body: {e}")))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.log.failure()
+    }
+}
