@@ -8,6 +8,7 @@ mod error;
 pub mod ids;
 pub mod queue;
 pub mod record;
+mod seqmap;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub use error::EngineError;
 pub use queue::{NewMessage, QueueStats};
 pub use record::{Journal, LateJournal, MemoryJournal, Record};
 
-use record::{BodyLoc, BodyRef};
+use queue::Content;
+use record::BodyLoc;
 
 use ids::IdCodec;
 use queue::{DeadLetters, QueueState, ReplayedMessage};
@@ -627,11 +629,12 @@ impl Engine {
                 return deliveries
                     .into_iter()
                     .map(|d| {
+                        let (body, tags) = self.read_content(d.content)?;
                         Ok(ReceivedMessage {
                             id: self.ids.message_id(uid, d.seq),
                             receipt_handle: self.ids.receipt_handle(d.receipt),
-                            body: self.read_body(d.body)?,
-                            tags: d.tags,
+                            body,
+                            tags,
                             enqueued_ms: d.enqueued_ms,
                             first_dequeue_ms: d.first_dequeue_ms,
                             dequeue_count: d.dequeue_count,
@@ -651,12 +654,12 @@ impl Engine {
         }
     }
 
-    fn read_body(&self, body: BodyRef) -> Result<Bytes, EngineError> {
-        match body {
-            BodyRef::Bytes(bytes) => Ok(bytes),
-            BodyRef::Stored(loc) => self
+    fn read_content(&self, content: Content) -> Result<(Bytes, Vec<String>), EngineError> {
+        match content {
+            Content::Inline(inline) => Ok((inline.body, inline.tags)),
+            Content::Stored(loc) => self
                 .journal
-                .read_body(loc)
+                .read_message(loc)
                 .map_err(|e| EngineError::Storage(e.message)),
         }
     }

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::seqmap::SeqMap;
+
 use bytes::Bytes;
 
 use super::EngineError;
@@ -23,13 +25,34 @@ enum Phase {
     InFlight,
 }
 
+/// A message's body and tags: on disk once its record is written (the log holds
+/// both), on the heap until then, or always when the engine runs in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Stored(BodyLoc),
+    Inline(Box<Inline>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inline {
+    pub body: Bytes,
+    pub tags: Vec<String>,
+}
+
+impl Content {
+    fn inline(body: Bytes, tags: Vec<String>) -> Self {
+        Content::Inline(Box::new(Inline { body, tags }))
+    }
+}
+
+/// What the engine keeps in memory per queued message: small and fixed.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub seq: u64,
-    pub body: BodyRef,
-    pub tags: Vec<String>,
+    pub content: Content,
     pub enqueued_ms: u64,
-    pub first_dequeue_ms: Option<u64>,
+    /// When it was first received; 0 while never received.
+    pub first_dequeue_ms: u64,
     pub dequeue_count: u32,
     pub visible_at_ms: u64,
     generation: u32,
@@ -49,6 +72,7 @@ pub struct NewMessage {
 pub struct ReplayedMessage {
     pub seq: u64,
     pub body: BodyRef,
+    /// Used only for an inline body: a stored one has its tags beside it on disk.
     pub tags: Vec<String>,
     pub enqueued_ms: u64,
     pub visible_at_ms: u64,
@@ -59,8 +83,7 @@ pub struct ReplayedMessage {
 pub struct Delivery {
     pub seq: u64,
     pub receipt: Receipt,
-    pub body: BodyRef,
-    pub tags: Vec<String>,
+    pub content: Content,
     pub enqueued_ms: u64,
     pub first_dequeue_ms: u64,
     pub dequeue_count: u32,
@@ -91,7 +114,7 @@ pub struct QueueState {
     pub armed_ms: Option<u64>,
     next_seq: u64,
     /// Live messages by sequence; sequence order is enqueue order.
-    messages: BTreeMap<u64, Message>,
+    messages: SeqMap<Message>,
     /// Visible messages, oldest first.
     ready: BTreeSet<u64>,
     /// Delayed and in-flight messages by the time they become visible.
@@ -116,7 +139,7 @@ impl QueueState {
             closed: false,
             armed_ms: None,
             next_seq: 1,
-            messages: BTreeMap::new(),
+            messages: SeqMap::default(),
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
             delayed: 0,
@@ -177,7 +200,7 @@ impl QueueState {
     }
 
     fn take(&mut self, seq: u64) -> Option<Message> {
-        let message = self.messages.remove(&seq)?;
+        let message = self.messages.remove(seq)?;
         self.unplace(seq, message.phase, message.visible_at_ms);
         Some(message)
     }
@@ -195,7 +218,7 @@ impl QueueState {
                 break;
             }
             self.timers.pop_first();
-            if let Some(message) = self.messages.get_mut(&seq) {
+            if let Some(message) = self.messages.get_mut(seq) {
                 if message.phase == Phase::Delayed {
                     self.delayed -= 1;
                 }
@@ -220,11 +243,7 @@ impl QueueState {
             .map(|s| u64::from(s) * MS);
         let mut dead = Vec::new();
         let mut expired = Vec::new();
-        while let Some((seq, oldest)) = self
-            .messages
-            .first_key_value()
-            .map(|(&seq, m)| (seq, m.enqueued_ms))
-        {
+        while let Some((seq, oldest)) = self.messages.first().map(|(seq, m)| (seq, m.enqueued_ms)) {
             if ttl_ms.is_some_and(|ttl| oldest + ttl <= now) {
                 dead.extend(self.take(seq));
             } else if oldest + retention_ms <= now {
@@ -302,21 +321,19 @@ impl QueueState {
             let seq = self.next_seq;
             self.next_seq += 1;
             let delay_ms = u64::from(delay_seconds.unwrap_or(self.attrs.delay_seconds)) * MS;
-            let body = BodyRef::Bytes(body);
             records.push(Record::Enqueued {
                 queue: self.name.clone(),
                 seq,
                 enqueued_ms: now,
                 visible_at_ms: now + delay_ms,
                 tags: tags.clone(),
-                body: body.clone(),
+                body: BodyRef::Bytes(body.clone()),
             });
             self.insert(Message {
                 seq,
-                body,
-                tags,
+                content: Content::inline(body, tags),
                 enqueued_ms: now,
-                first_dequeue_ms: None,
+                first_dequeue_ms: 0,
                 dequeue_count: 0,
                 visible_at_ms: now + delay_ms,
                 generation: 0,
@@ -331,14 +348,14 @@ impl QueueState {
     /// on disk when the journal stored them.
     pub fn commit(&mut self, now: u64, seqs: &[u64], locs: &[Option<BodyLoc>]) {
         for (i, seq) in seqs.iter().enumerate() {
-            let Some(message) = self.messages.get_mut(seq) else {
+            let Some(message) = self.messages.get_mut(*seq) else {
                 continue; // purged or expired meanwhile
             };
             if message.phase != Phase::Pending {
                 continue;
             }
             if let Some(Some(loc)) = locs.get(i) {
-                message.body = BodyRef::Stored(*loc);
+                message.content = Content::Stored(*loc);
             }
             let phase = if message.visible_at_ms > now {
                 Phase::Delayed
@@ -356,7 +373,7 @@ impl QueueState {
         for seq in seqs {
             if self
                 .messages
-                .get(seq)
+                .get(*seq)
                 .is_some_and(|m| m.phase == Phase::Pending)
             {
                 self.take(*seq);
@@ -386,7 +403,7 @@ impl QueueState {
         self.insert(Message {
             seq,
             enqueued_ms: now,
-            first_dequeue_ms: None,
+            first_dequeue_ms: 0,
             dequeue_count: 0,
             visible_at_ms: now,
             generation: 0,
@@ -427,7 +444,7 @@ impl QueueState {
             let Some(seq) = self.ready.pop_first() else {
                 break;
             };
-            let Some(message) = self.messages.get_mut(&seq) else {
+            let Some(message) = self.messages.get_mut(seq) else {
                 continue;
             };
             if max_receives.is_some_and(|limit| message.dequeue_count >= limit) {
@@ -435,7 +452,9 @@ impl QueueState {
                 continue;
             }
             message.dequeue_count += 1;
-            message.first_dequeue_ms.get_or_insert(now);
+            if message.first_dequeue_ms == 0 {
+                message.first_dequeue_ms = now;
+            }
             message.generation = message.generation.wrapping_add(1);
             message.visible_at_ms = now + visibility_ms;
             message.phase = Phase::InFlight;
@@ -446,10 +465,9 @@ impl QueueState {
                     seq,
                     generation: message.generation,
                 },
-                body: message.body.clone(),
-                tags: message.tags.clone(),
+                content: message.content.clone(),
                 enqueued_ms: message.enqueued_ms,
-                first_dequeue_ms: message.first_dequeue_ms.unwrap_or(now),
+                first_dequeue_ms: message.first_dequeue_ms,
                 dequeue_count: message.dequeue_count,
                 next_visible_ms: message.visible_at_ms,
             });
@@ -473,7 +491,7 @@ impl QueueState {
         if receipt.queue_uid != self.uid {
             return Err(EngineError::InvalidReceiptHandle);
         }
-        match self.messages.get(&receipt.seq) {
+        match self.messages.get(receipt.seq) {
             Some(m) if m.phase == Phase::InFlight && m.generation == receipt.generation => Ok(m),
             _ => Err(EngineError::StaleReceiptHandle),
         }
@@ -576,12 +594,15 @@ impl QueueState {
             Phase::Active
         };
         self.take(message.seq);
+        let content = match message.body {
+            BodyRef::Stored(loc) => Content::Stored(loc),
+            BodyRef::Bytes(body) => Content::inline(body, message.tags),
+        };
         self.insert(Message {
             seq: message.seq,
-            body: message.body,
-            tags: message.tags,
+            content,
             enqueued_ms: message.enqueued_ms,
-            first_dequeue_ms: None,
+            first_dequeue_ms: 0,
             dequeue_count: 0,
             visible_at_ms: message.visible_at_ms,
             generation: 0,
@@ -604,7 +625,7 @@ impl QueueState {
     /// Replay: the receive counts recorded for a dead-letter policy.
     pub fn replay_received(&mut self, counts: &[(u64, u32)]) {
         for (seq, count) in counts {
-            if let Some(message) = self.messages.get_mut(seq) {
+            if let Some(message) = self.messages.get_mut(*seq) {
                 message.dequeue_count = message.dequeue_count.max(*count);
             }
         }
@@ -621,7 +642,7 @@ impl QueueState {
         self.insert(Message {
             seq,
             enqueued_ms: at_ms,
-            first_dequeue_ms: None,
+            first_dequeue_ms: 0,
             dequeue_count: 0,
             visible_at_ms: at_ms,
             generation: 0,
@@ -646,7 +667,7 @@ impl QueueState {
                 message.phase = Phase::Active;
                 message.visible_at_ms = now;
                 message.dequeue_count = 0;
-                message.first_dequeue_ms = None;
+                message.first_dequeue_ms = 0;
                 self.insert(message);
             }
         }
@@ -660,7 +681,7 @@ impl QueueState {
             inactive: in_timers - self.delayed,
             delayed: self.delayed,
             rewindable: self.deleted.len() as u64,
-            oldest_message_ms: self.messages.first_key_value().map(|(_, m)| m.enqueued_ms),
+            oldest_message_ms: self.messages.first().map(|(_, m)| m.enqueued_ms),
         }
     }
 }

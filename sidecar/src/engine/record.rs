@@ -71,7 +71,8 @@ pub enum Record {
     },
 }
 
-/// Where a stored body lies: a segment of the log, an offset in it and a length.
+/// Where a stored message lies: a segment of the log, and the offset and length of the
+/// part of its record that holds its tags and body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLoc {
     pub segment: u32,
@@ -144,8 +145,12 @@ pub type Durable = Pin<Box<dyn Future<Output = Result<Vec<Option<BodyLoc>>, Jour
 /// enqueue; the returned future completes when the records are durable.
 pub trait Journal: Send + Sync + 'static {
     fn append(&self, records: Vec<Record>) -> Durable;
-    /// Reads a body that `append` reported stored.
-    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError>;
+    /// Reads the body and tags of a message that `append` reported stored.
+    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError>;
+    /// Reads only the body of a stored message.
+    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
+        self.read_message(loc).map(|(body, _)| body)
+    }
     /// Why the journal refuses writes, if it does.
     fn failure(&self) -> Option<String> {
         None
@@ -161,7 +166,7 @@ impl Journal for MemoryJournal {
         Box::pin(std::future::ready(Ok(vec![None; records.len()])))
     }
 
-    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
+    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
         Err(JournalError::unavailable(format!(
             "no stored bodies in memory mode ({loc:?})"
         )))
@@ -195,8 +200,8 @@ impl Journal for LateJournal {
         }
     }
 
-    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
-        self.get()?.read_body(loc)
+    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
+        self.get()?.read_message(loc)
     }
 
     fn failure(&self) -> Option<String> {

@@ -7,6 +7,8 @@
 //! The CRC32C covers the first 13 header bytes and the payload, so a torn write,
 //! a stale tail and a flipped bit all fail it. An all-zero header ends a segment.
 
+use bytes::Bytes;
+
 use crate::engine::QueueAttributes;
 use crate::engine::record::{BodyLoc, BodyRef, Record};
 
@@ -161,12 +163,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends the frame of `record` (numbered `lsn`) to `out`. Returns where the body of an
-/// `Enqueued` record starts, relative to the frame's start, and its length.
+/// Appends the frame of `record` (numbered `lsn`) to `out`. For an `Enqueued` record,
+/// returns where its content (tags and body) starts, relative to the frame's start, and
+/// its length.
 pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, usize)> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
-    let mut body_at = None;
+    let mut content = None;
     let mut w = Writer(out);
     let kind = match record {
         Record::QueueCreated {
@@ -215,6 +218,7 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
             w.u64(*seq);
             w.u64(*enqueued_ms);
             w.u64(*visible_at_ms);
+            let content_at = w.0.len() - start;
             w.u8(tags.len().min(255) as u8);
             for tag in tags.iter().take(255) {
                 w.string(tag);
@@ -224,8 +228,8 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
                 BodyRef::Stored(_) => &[],
             };
             w.u32(bytes.len() as u32);
-            body_at = Some((w.0.len() - start, bytes.len()));
             w.0.extend_from_slice(bytes);
+            content = Some((content_at, w.0.len() - start - content_at));
             Kind::Enqueued
         }
         Record::Deleted { queue, seqs } => {
@@ -277,7 +281,16 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
         &out[start + HEADER_LEN..],
     );
     out[start + 13..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    body_at
+    content
+}
+
+/// Reads the tags and body that an `Enqueued` record's content span holds.
+pub fn decode_content(buf: &[u8]) -> Option<(Bytes, Vec<String>)> {
+    let mut r = Reader::new(buf);
+    let n = r.u8()?;
+    let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+    let body = r.bytes()?;
+    r.done().then(|| (Bytes::copy_from_slice(body), tags))
 }
 
 /// Decodes a verified payload. `body_at` says where the frame's payload lies, so an
@@ -305,11 +318,12 @@ pub fn decode(kind: u8, payload: &[u8], payload_loc: BodyLoc) -> Option<Record> 
             let seq = r.u64()?;
             let enqueued_ms = r.u64()?;
             let visible_at_ms = r.u64()?;
+            let content_at = r.at;
             let n = r.u8()?;
             let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
-            let len = r.u32()?;
-            let offset = payload_loc.offset + r.at as u32;
-            r.take(len as usize)?;
+            r.bytes()?;
+            let offset = payload_loc.offset + content_at as u32;
+            let len = (r.at - content_at) as u32;
             Record::Enqueued {
                 queue,
                 seq,

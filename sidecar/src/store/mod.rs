@@ -153,10 +153,17 @@ impl Journal for Store {
         self.log.append(records)
     }
 
-    fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
-        self.log
+    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
+        let bytes = self
+            .log
             .read(loc)
-            .map_err(|e| JournalError::unavailable(format!("reading a message body: {e}")))
+            .map_err(|e| JournalError::unavailable(format!("reading a message body: {e}")))?;
+        frame::decode_content(&bytes).ok_or_else(|| {
+            JournalError::unavailable(format!(
+                "the stored message at segment {} offset {} does not decode",
+                loc.segment, loc.offset
+            ))
+        })
     }
 
     fn failure(&self) -> Option<String> {
