@@ -71,8 +71,8 @@ pub enum Record {
     },
 }
 
-/// Where a stored message lies: a segment of the log, and the offset and length of the
-/// part of its record that holds its tags and body.
+/// Where a stored message lies: a segment of the log, and the offset and length of its
+/// record's whole frame (so every read is checked against the frame's checksum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLoc {
     pub segment: u32,

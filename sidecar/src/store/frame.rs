@@ -164,12 +164,12 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends the frame of `record` (numbered `lsn`) to `out`. For an `Enqueued` record,
-/// returns where its content (tags and body) starts, relative to the frame's start, and
-/// its length.
-pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, usize)> {
+/// returns the frame's length: the message is read back by its whole frame, so every
+/// read is checked against the frame's checksum.
+pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<usize> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
-    let mut content = None;
+    let mut stored = false;
     let mut w = Writer(out);
     let kind = match record {
         Record::QueueCreated {
@@ -218,7 +218,6 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
             w.u64(*seq);
             w.u64(*enqueued_ms);
             w.u64(*visible_at_ms);
-            let content_at = w.0.len() - start;
             w.u8(tags.len().min(255) as u8);
             for tag in tags.iter().take(255) {
                 w.string(tag);
@@ -229,7 +228,7 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
             };
             w.u32(bytes.len() as u32);
             w.0.extend_from_slice(bytes);
-            content = Some((content_at, w.0.len() - start - content_at));
+            stored = true;
             Kind::Enqueued
         }
         Record::Deleted { queue, seqs } => {
@@ -281,21 +280,34 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, us
         &out[start + HEADER_LEN..],
     );
     out[start + 13..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-    content
+    stored.then_some(out.len() - start)
 }
 
-/// Reads the tags and body that an `Enqueued` record's content span holds.
-pub fn decode_content(buf: &[u8]) -> Option<(Bytes, Vec<String>)> {
-    let mut r = Reader::new(buf);
+/// Verifies a whole `Enqueued` frame read back from disk and returns its body and tags;
+/// `None` when the bytes are damaged or not such a frame.
+pub fn decode_stored(frame: &[u8]) -> Option<(Bytes, Vec<String>)> {
+    let mut array = [0u8; HEADER_LEN];
+    array.copy_from_slice(frame.get(..HEADER_LEN)?);
+    let header = Header::parse(&array);
+    let payload = frame.get(HEADER_LEN..)?;
+    if header.kind != Kind::Enqueued as u8
+        || header.len as usize != payload.len()
+        || !header.checksum_ok(&array, payload)
+    {
+        return None;
+    }
+    let mut r = Reader::new(payload);
+    r.bytes()?; // queue
+    r.take(24)?; // seq, enqueued, visible at
     let n = r.u8()?;
     let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
     let body = r.bytes()?;
     r.done().then(|| (Bytes::copy_from_slice(body), tags))
 }
 
-/// Decodes a verified payload. `body_at` says where the frame's payload lies, so an
-/// `Enqueued` record refers to its body on disk instead of copying it.
-pub fn decode(kind: u8, payload: &[u8], payload_loc: BodyLoc) -> Option<Record> {
+/// Decodes a verified payload. `frame` says where the whole frame lies, so an `Enqueued`
+/// record refers to its message on disk instead of copying the body.
+pub fn decode(kind: u8, payload: &[u8], frame: BodyLoc) -> Option<Record> {
     let mut r = Reader::new(payload);
     let record = match Kind::from_u8(kind)? {
         Kind::QueueCreated => Record::QueueCreated {
@@ -318,23 +330,16 @@ pub fn decode(kind: u8, payload: &[u8], payload_loc: BodyLoc) -> Option<Record> 
             let seq = r.u64()?;
             let enqueued_ms = r.u64()?;
             let visible_at_ms = r.u64()?;
-            let content_at = r.at;
             let n = r.u8()?;
             let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
             r.bytes()?;
-            let offset = payload_loc.offset + content_at as u32;
-            let len = (r.at - content_at) as u32;
             Record::Enqueued {
                 queue,
                 seq,
                 enqueued_ms,
                 visible_at_ms,
                 tags,
-                body: BodyRef::Stored(BodyLoc {
-                    segment: payload_loc.segment,
-                    offset,
-                    len,
-                }),
+                body: BodyRef::Stored(frame),
             }
         }
         Kind::Deleted => Record::Deleted {

@@ -244,7 +244,12 @@ impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
         loop {
             let first = match self.options.durability {
-                Durability::Interval(every) if self.unsynced => {
+                // Once a sync failed the log is read-only and retrying proves nothing:
+                // without this guard the elapsed interval makes every wait time out at
+                // once and the writer spins on the failing sync.
+                Durability::Interval(every)
+                    if self.unsynced && self.shared.failed.lock().is_none() =>
+                {
                     match rx.recv_timeout(every.saturating_sub(self.last_sync.elapsed())) {
                         Ok(request) => request,
                         Err(RecvTimeoutError::Timeout) => {
@@ -329,13 +334,14 @@ impl Writer {
         self.buf.clear();
         let first_lsn = self.next_lsn;
         let mut relative: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(batch.len());
+        // (frame start in `buf`, frame length) of each `Enqueued` record
         for (records, _) in &batch {
             let mut spans = Vec::with_capacity(records.len());
             for record in records {
                 let frame_start = self.buf.len();
-                let span = frame::encode(record, self.next_lsn, &mut self.buf);
+                let stored = frame::encode(record, self.next_lsn, &mut self.buf);
                 self.next_lsn += 1;
-                spans.push(span.map(|(at, len)| (frame_start + at, len)));
+                spans.push(stored.map(|len| (frame_start, len)));
             }
             relative.push(spans);
         }

@@ -158,9 +158,14 @@ impl Journal for Store {
             .log
             .read(loc)
             .map_err(|e| JournalError::unavailable(format!("reading a message body: {e}")))?;
-        frame::decode_content(&bytes).ok_or_else(|| {
+        frame::decode_stored(&bytes).ok_or_else(|| {
+            tracing::error!(
+                segment = loc.segment,
+                offset = loc.offset,
+                "stored message fails its checksum"
+            );
             JournalError::unavailable(format!(
-                "the stored message at segment {} offset {} does not decode",
+                "the stored message in segment {} at offset {} is damaged (checksum mismatch)",
                 loc.segment, loc.offset
             ))
         })

@@ -130,8 +130,8 @@ pub fn recover(dir: &Path, apply: &mut dyn FnMut(Record)) -> Result<Recovered, S
                     }
                     let loc = BodyLoc {
                         segment: id,
-                        offset: (offset + HEADER_LEN) as u32,
-                        len: frame.payload.len() as u32,
+                        offset: offset as u32,
+                        len: (frame.end() - offset) as u32,
                     };
                     let Some(record) = frame::decode(frame.header.kind, frame.payload, loc) else {
                         break Some(Damage {
