@@ -66,6 +66,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub sync_interval_ms: u64,
 
+    /// How often compaction looks for log segments to reclaim, in milliseconds.
+    #[arg(long, env = "QUEUELET_COMPACT_INTERVAL_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub compact_interval_ms: u64,
+
     /// Size at which a log segment is closed and a new one started, in bytes.
     #[arg(long, env = "QUEUELET_SEGMENT_BYTES", default_value_t = 64 << 20,
           value_parser = clap::value_parser!(u64).range(4_096..=1 << 31))]

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod client;
+pub mod compaction;
 pub mod config;
 pub mod engine;
 pub mod server;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::auth::Tokens;
 use crate::api::metrics::Metrics;
 use crate::api::{AppState, HttpLimits, router};
+use crate::compaction;
 use crate::config::{self, Args, Command, DurabilityMode};
 use crate::engine::{Engine, EngineConfig, LateJournal, SystemClock};
 use crate::store::file::RealFs;
@@ -83,6 +84,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let store = open(&args, &engine, &journal).await?;
+    tokio::spawn(compaction::run(
+        engine.clone(),
+        store.clone(),
+        Duration::from_millis(args.compact_interval_ms),
+        stop.clone(),
+    ));
     if let Some(path) = &args.config {
         config::apply(&engine, path).await?;
         tokio::spawn(config::watch(

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validate_name};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
+pub use queue::SegmentUse;
 pub use queue::{NewMessage, QueueStats};
-pub use record::{Journal, LateJournal, MemoryJournal, Record};
+pub use record::{Journal, LateJournal, MemoryJournal, Record, Snapshot};
 
 use queue::Content;
 use record::BodyLoc;
@@ -455,20 +456,19 @@ impl Engine {
         let moved = dead.len();
         let durable = {
             let mut state = target.state.lock();
-            let mut records = Vec::with_capacity(moved);
-            let mut back = Vec::new();
-            for message in dead {
-                if state.closed {
-                    back.push(message);
-                } else {
-                    let _ = state.accept_dead_letter(now, message, source_name, &mut records);
-                }
-            }
-            if !back.is_empty() {
+            if state.closed {
+                // Deleted meanwhile: keep the messages. One queue lock at a time, so the
+                // lock order stays registry → one queue.
+                drop(state);
                 let mut source_state = source.state.lock();
-                for message in back {
+                for message in dead {
                     source_state.restore(message);
                 }
+                return Ok(());
+            }
+            let mut records = Vec::with_capacity(moved);
+            for message in dead {
+                let _ = state.accept_dead_letter(now, message, source_name, &mut records);
             }
             self.journal.append(records)
         };
@@ -728,6 +728,21 @@ impl Engine {
             }
         };
         match record {
+            Record::Checkpoint(snapshot) => {
+                queues.clear();
+                for queue in snapshot.queues {
+                    let name = queue.name.clone();
+                    let state = QueueState::from_snapshot(now, queue);
+                    queues.insert(
+                        name,
+                        Arc::new(Queue {
+                            state: Mutex::new(state),
+                            visible: Notify::new(),
+                            rearm: Notify::new(),
+                        }),
+                    );
+                }
+            }
             Record::Enqueued {
                 queue,
                 seq,
@@ -810,6 +825,86 @@ impl Engine {
                 queues.remove(&name);
             }
         }
+    }
+
+    /// Captures the durable state for a checkpoint. Every queue is locked at once (a
+    /// short pause for all of them) so the state and the log's mark agree exactly: the
+    /// records before the mark are in the state, the ones after are not.
+    pub fn capture(&self) -> (Snapshot, record::Mark) {
+        let queues = self.queues.write();
+        let mut names: Vec<&String> = queues.keys().collect();
+        names.sort();
+        let guards: Vec<_> = names
+            .iter()
+            .filter_map(|name| queues.get(*name))
+            .map(|queue| queue.state.lock())
+            .collect();
+        let snapshot = Snapshot {
+            queues: guards.iter().map(|state| state.snapshot()).collect(),
+        };
+        let mark = self.journal.mark();
+        drop(guards);
+        drop(queues);
+        (snapshot, mark)
+    }
+
+    /// Per log segment, how many stored messages (live or kept for a rewind) it holds
+    /// and their bytes, over all queues.
+    pub fn segment_use(&self) -> HashMap<u32, SegmentUse> {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        let mut total: HashMap<u32, SegmentUse> = HashMap::new();
+        for queue in queues {
+            for (segment, usage) in queue.state.lock().segment_use() {
+                let entry = total.entry(*segment).or_default();
+                entry.messages += usage.messages;
+                entry.bytes += usage.bytes;
+            }
+        }
+        total
+    }
+
+    /// Copies the live messages stored in `segment` to the end of the log, so the
+    /// segment can be removed. Returns how many were copied.
+    pub async fn copy_forward(&self, segment: u32) -> Result<u64, EngineError> {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        let mut copied = 0;
+        for queue in queues {
+            let stored = queue.state.lock().stored_in(segment);
+            for chunk in stored.chunks(64) {
+                let mut read = Vec::with_capacity(chunk.len());
+                for (seq, loc) in chunk {
+                    let (body, tags) = self
+                        .journal
+                        .read_message(*loc)
+                        .map_err(|e| EngineError::Storage(e.message))?;
+                    read.push((*seq, *loc, body, tags));
+                }
+                let (moved, durable) = {
+                    let state = queue.state.lock();
+                    let mut moved = Vec::new();
+                    let mut records = Vec::new();
+                    for (seq, loc, body, tags) in read {
+                        if let Some(record) = state.copy_record(seq, loc, body, tags) {
+                            moved.push((seq, loc));
+                            records.push(record);
+                        }
+                    }
+                    if records.is_empty() {
+                        continue;
+                    }
+                    (moved, self.journal.append(records))
+                };
+                let locs = Self::settle(Some(durable)).await?;
+                let mut state = queue.state.lock();
+                for ((seq, from), to) in moved.iter().zip(locs) {
+                    if let Some(to) = to {
+                        state.relocate(*seq, *from, to);
+                        copied += 1;
+                    }
+                }
+            }
+        }
+        Ok(copied)
     }
 
     /// Starts the timers of the queues that `replay` rebuilt.

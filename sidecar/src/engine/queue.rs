@@ -3,7 +3,7 @@
 //! expired or dead-lettered. The engine wraps it in a lock; the model test drives it
 //! directly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::seqmap::SeqMap;
 
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::EngineError;
 use super::attrs::{DELAY_SECONDS, QueueAttributes, VISIBILITY_TIMEOUT_SECONDS, validate_tags};
 use super::ids::Receipt;
-use super::record::{BodyLoc, BodyRef, Record};
+use super::record::{BodyLoc, BodyRef, MessageSnapshot, QueueSnapshot, Record};
 
 const MS: u64 = 1_000;
 
@@ -122,6 +122,31 @@ pub struct QueueState {
     delayed: u64,
     /// Deleted messages still inside the rewind window.
     deleted: BTreeMap<u64, Message>,
+    /// Stored messages (live or rewindable) per log segment: what compaction may free.
+    stored: HashMap<u32, SegmentUse>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentUse {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+fn account(stored: &mut HashMap<u32, SegmentUse>, content: &Content, add: bool) {
+    let Content::Stored(loc) = content else {
+        return;
+    };
+    let entry = stored.entry(loc.segment).or_default();
+    if add {
+        entry.messages += 1;
+        entry.bytes += u64::from(loc.len);
+    } else {
+        entry.messages = entry.messages.saturating_sub(1);
+        entry.bytes = entry.bytes.saturating_sub(u64::from(loc.len));
+        if entry.messages == 0 {
+            stored.remove(&loc.segment);
+        }
+    }
 }
 
 /// What a receive produced besides deliveries: messages to move to the dead-letter queue.
@@ -144,6 +169,7 @@ impl QueueState {
             timers: BTreeSet::new(),
             delayed: 0,
             deleted: BTreeMap::new(),
+            stored: HashMap::new(),
         }
     }
 
@@ -202,12 +228,65 @@ impl QueueState {
     fn take(&mut self, seq: u64) -> Option<Message> {
         let message = self.messages.remove(seq)?;
         self.unplace(seq, message.phase, message.visible_at_ms);
+        account(&mut self.stored, &message.content, false);
         Some(message)
     }
 
     fn insert(&mut self, message: Message) {
         self.place(message.seq, message.phase, message.visible_at_ms);
-        self.messages.insert(message.seq, message);
+        account(&mut self.stored, &message.content, true);
+        if let Some(old) = self.messages.insert(message.seq, message) {
+            account(&mut self.stored, &old.content, false);
+        }
+    }
+
+    /// Keeps a deleted message for a rewind.
+    fn keep_deleted(&mut self, message: Message) {
+        account(&mut self.stored, &message.content, true);
+        if let Some(old) = self.deleted.insert(message.seq, message) {
+            account(&mut self.stored, &old.content, false);
+        }
+    }
+
+    fn drop_deleted(&mut self, seq: u64) -> Option<Message> {
+        let message = self.deleted.remove(&seq)?;
+        account(&mut self.stored, &message.content, false);
+        Some(message)
+    }
+
+    /// How many of this queue's messages (live or kept for a rewind) each log segment
+    /// holds, and their bytes.
+    pub fn segment_use(&self) -> &HashMap<u32, SegmentUse> {
+        &self.stored
+    }
+
+    /// The live messages whose records lie in `segment` (not those kept for a rewind).
+    pub fn stored_in(&self, segment: u32) -> Vec<(u64, BodyLoc)> {
+        let mut out = Vec::new();
+        let mut seq = self.messages.first().map(|(s, _)| s);
+        while let Some(at) = seq {
+            if let Some(message) = self.messages.get(at)
+                && let Content::Stored(loc) = message.content
+                && loc.segment == segment
+            {
+                out.push((at, loc));
+            }
+            seq = (at < self.next_seq).then_some(at + 1);
+        }
+        out
+    }
+
+    /// Points a live message at a copy of its record, if it still lies at `from`.
+    pub fn relocate(&mut self, seq: u64, from: BodyLoc, to: BodyLoc) {
+        let Some(message) = self.messages.get_mut(seq) else {
+            return;
+        };
+        if message.content != Content::Stored(from) {
+            return;
+        }
+        message.content = Content::Stored(to);
+        account(&mut self.stored, &Content::Stored(from), false);
+        account(&mut self.stored, &Content::Stored(to), true);
     }
 
     /// Makes delayed and in-flight messages whose time has come visible. Returns how many.
@@ -264,7 +343,7 @@ impl QueueState {
             if m.enqueued_ms + rewind_ms.min(retention_ms) > now {
                 break;
             }
-            self.deleted.remove(&seq);
+            self.drop_deleted(seq);
         }
         dead
     }
@@ -356,6 +435,7 @@ impl QueueState {
             }
             if let Some(Some(loc)) = locs.get(i) {
                 message.content = Content::Stored(*loc);
+                account(&mut self.stored, &Content::Stored(*loc), true);
             }
             let phase = if message.visible_at_ms > now {
                 Phase::Delayed
@@ -505,7 +585,7 @@ impl QueueState {
         self.in_flight(receipt)?;
         if let Some(message) = self.take(receipt.seq) {
             if self.attrs.rewind_seconds > 0 {
-                self.deleted.insert(message.seq, message);
+                self.keep_deleted(message);
             }
             records.push(Record::Deleted {
                 queue: self.name.clone(),
@@ -578,6 +658,7 @@ impl QueueState {
         self.timers.clear();
         self.delayed = 0;
         self.deleted.clear();
+        self.stored.clear();
         records.push(Record::QueuePurged {
             name: self.name.clone(),
         });
@@ -593,7 +674,9 @@ impl QueueState {
         } else {
             Phase::Active
         };
-        self.take(message.seq);
+        // A second record of the same message (compaction copied it forward) keeps what
+        // replay learnt from the first.
+        let previous = self.take(message.seq);
         let content = match message.body {
             BodyRef::Stored(loc) => Content::Stored(loc),
             BodyRef::Bytes(body) => Content::inline(body, message.tags),
@@ -602,8 +685,8 @@ impl QueueState {
             seq: message.seq,
             content,
             enqueued_ms: message.enqueued_ms,
-            first_dequeue_ms: 0,
-            dequeue_count: 0,
+            first_dequeue_ms: previous.as_ref().map_or(0, |p| p.first_dequeue_ms),
+            dequeue_count: previous.as_ref().map_or(0, |p| p.dequeue_count),
             visible_at_ms: message.visible_at_ms,
             generation: 0,
             phase,
@@ -617,7 +700,7 @@ impl QueueState {
                 && deleted
                 && self.attrs.rewind_seconds > 0
             {
-                self.deleted.insert(message.seq, message);
+                self.keep_deleted(message);
             }
         }
     }
@@ -663,7 +746,7 @@ impl QueueState {
             .collect();
         let count = replay.len() as u64;
         for seq in replay {
-            if let Some(mut message) = self.deleted.remove(&seq) {
+            if let Some(mut message) = self.drop_deleted(seq) {
                 message.phase = Phase::Active;
                 message.visible_at_ms = now;
                 message.dequeue_count = 0;
@@ -672,6 +755,110 @@ impl QueueState {
             }
         }
         count
+    }
+
+    /// The queue's durable state, for a checkpoint. In-flight state is soft: such
+    /// messages come back visible, as after any restart.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let entry = |seq: u64, m: &Message| {
+            let (body, tags) = match &m.content {
+                Content::Stored(loc) => (BodyRef::Stored(*loc), Vec::new()),
+                Content::Inline(inline) => {
+                    (BodyRef::Bytes(inline.body.clone()), inline.tags.clone())
+                }
+            };
+            MessageSnapshot {
+                seq,
+                body,
+                tags,
+                enqueued_ms: m.enqueued_ms,
+                // Hidden only by a receive: visible again after a restart.
+                visible_at_ms: if m.phase == Phase::InFlight {
+                    m.enqueued_ms
+                } else {
+                    m.visible_at_ms
+                },
+                first_dequeue_ms: m.first_dequeue_ms,
+                dequeue_count: m.dequeue_count,
+            }
+        };
+        QueueSnapshot {
+            name: self.name.clone(),
+            uid: self.uid,
+            attrs: self.attrs.clone(),
+            managed: self.managed,
+            created_ms: self.created_ms,
+            modified_ms: self.modified_ms,
+            next_seq: self.next_seq,
+            messages: self.messages.iter().map(|(seq, m)| entry(seq, m)).collect(),
+            deleted: self.deleted.iter().map(|(seq, m)| entry(*seq, m)).collect(),
+        }
+    }
+
+    /// Rebuilds a queue from a checkpoint.
+    pub fn from_snapshot(now: u64, snapshot: QueueSnapshot) -> Self {
+        let mut state = Self::new(
+            snapshot.name,
+            snapshot.uid,
+            snapshot.attrs,
+            snapshot.managed,
+            snapshot.created_ms,
+        );
+        state.modified_ms = snapshot.modified_ms;
+        state.next_seq = snapshot.next_seq;
+        let message = |m: MessageSnapshot, phase: Phase| Message {
+            seq: m.seq,
+            content: match m.body {
+                BodyRef::Stored(loc) => Content::Stored(loc),
+                BodyRef::Bytes(body) => Content::inline(body, m.tags),
+            },
+            enqueued_ms: m.enqueued_ms,
+            first_dequeue_ms: m.first_dequeue_ms,
+            dequeue_count: m.dequeue_count,
+            visible_at_ms: m.visible_at_ms,
+            generation: 0,
+            phase,
+        };
+        for m in snapshot.messages {
+            let phase = if m.visible_at_ms > now {
+                Phase::Delayed
+            } else {
+                Phase::Active
+            };
+            state.insert(message(m, phase));
+        }
+        for m in snapshot.deleted {
+            state.keep_deleted(message(m, Phase::Active));
+        }
+        state
+    }
+
+    /// The record that copies a live message forward out of segment `from`, if it still
+    /// lies there: compaction's way to empty a sparse segment.
+    pub fn copy_record(
+        &self,
+        seq: u64,
+        from: BodyLoc,
+        body: Bytes,
+        tags: Vec<String>,
+    ) -> Option<Record> {
+        let message = self.messages.get(seq)?;
+        if message.content != Content::Stored(from) {
+            return None;
+        }
+        let visible_at_ms = if message.phase == Phase::Delayed {
+            message.visible_at_ms
+        } else {
+            message.enqueued_ms
+        };
+        Some(Record::Enqueued {
+            queue: self.name.clone(),
+            seq,
+            enqueued_ms: message.enqueued_ms,
+            visible_at_ms,
+            tags,
+            body: BodyRef::Bytes(body),
+        })
     }
 
     pub fn stats(&self) -> QueueStats {

@@ -69,7 +69,53 @@ pub enum Record {
         queue: String,
         counts: Vec<(u64, u32)>,
     },
+    /// The whole state as of a checkpoint. Never appended: recovery hands it to the
+    /// engine before the records that follow the checkpoint.
+    Checkpoint(Box<Snapshot>),
 }
+
+/// The engine's durable state at one point of the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub queues: Vec<QueueSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    pub name: String,
+    pub uid: u64,
+    pub attrs: QueueAttributes,
+    pub managed: bool,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+    pub next_seq: u64,
+    pub messages: Vec<MessageSnapshot>,
+    /// Deleted messages kept for a rewind.
+    pub deleted: Vec<MessageSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSnapshot {
+    pub seq: u64,
+    /// Stored, or (for a send not yet written when the checkpoint was taken) the bytes.
+    pub body: BodyRef,
+    /// Tags of an unstored message; a stored one keeps them in its record.
+    pub tags: Vec<String>,
+    pub enqueued_ms: u64,
+    pub visible_at_ms: u64,
+    pub first_dequeue_ms: u64,
+    pub dequeue_count: u32,
+}
+
+/// A point in the log: the number of the next record and where it will be written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    pub lsn: u64,
+    pub segment: u32,
+    pub offset: u64,
+}
+
+pub type Mark = Pin<Box<dyn Future<Output = Result<LogPosition, JournalError>> + Send>>;
 
 /// Where a stored message lies: a segment of the log, and the offset and length of its
 /// record's whole frame (so every read is checked against the frame's checksum).
@@ -155,6 +201,14 @@ pub trait Journal: Send + Sync + 'static {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Marks the current end of the stream of appended records: the future yields the
+    /// position the next record will take, once everything before it is written — or an
+    /// error if anything before it failed since the previous mark.
+    fn mark(&self) -> Mark {
+        Box::pin(std::future::ready(Err(JournalError::unavailable(
+            "this journal keeps no checkpoints",
+        ))))
+    }
 }
 
 /// Keeps nothing: the engine runs purely in memory and bodies stay on the heap.
@@ -206,5 +260,12 @@ impl Journal for LateJournal {
 
     fn failure(&self) -> Option<String> {
         self.inner.get().and_then(|journal| journal.failure())
+    }
+
+    fn mark(&self) -> Mark {
+        match self.get() {
+            Ok(journal) => journal.mark(),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 }

@@ -86,6 +86,15 @@ impl<T> SeqMap<T> {
         self.slots.front()?.as_ref().map(|value| (self.base, value))
     }
 
+    /// Entries in sequence order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        let base = self.base;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, slot)| slot.as_ref().map(|value| (base + i as u64, value)))
+    }
+
     pub fn clear(&mut self) {
         self.slots.clear();
         self.len = 0;

@@ -82,83 +82,83 @@ impl Header {
     }
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+pub(super) struct Writer<'a>(pub(super) &'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(super) fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
     }
-    fn string(&mut self, v: &str) {
+    pub(super) fn string(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    fn seqs(&mut self, v: &[u64]) {
+    pub(super) fn seqs(&mut self, v: &[u64]) {
         self.u32(v.len() as u32);
         for s in v {
             self.u64(*s);
         }
     }
-    fn attrs(&mut self, attrs: &QueueAttributes) {
+    pub(super) fn attrs(&mut self, attrs: &QueueAttributes) {
         // Attributes change rarely: JSON keeps them readable and easy to evolve.
         let json = serde_json::to_vec(attrs).unwrap_or_default();
         self.bytes(&json);
     }
 }
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Self { buf, at: 0 }
     }
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let out = self.buf.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(out)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         self.take(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Some(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
     }
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
     }
-    fn seqs(&mut self) -> Option<Vec<u64>> {
+    pub(super) fn seqs(&mut self) -> Option<Vec<u64>> {
         let n = self.u32()? as usize;
         if n > self.buf.len() / 8 {
             return None;
         }
         (0..n).map(|_| self.u64()).collect()
     }
-    fn attrs(&mut self) -> Option<QueueAttributes> {
+    pub(super) fn attrs(&mut self) -> Option<QueueAttributes> {
         serde_json::from_slice(self.bytes()?).ok()
     }
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.at == self.buf.len()
     }
 }
@@ -172,6 +172,11 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<usize> {
     let mut stored = false;
     let mut w = Writer(out);
     let kind = match record {
+        Record::Checkpoint(_) => {
+            // Never appended: checkpoints have their own file.
+            out.truncate(start);
+            return None;
+        }
         Record::QueueCreated {
             name,
             uid,

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::file::{LogFile, LogFs};
 use super::frame;
-use crate::engine::record::{BodyLoc, Durable, JournalError, Record};
+use crate::engine::record::{BodyLoc, Durable, JournalError, LogPosition, Mark, Record};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,7 @@ type Completion = oneshot::Sender<Result<Vec<Option<BodyLoc>>, JournalError>>;
 
 enum Request {
     Append(Vec<Record>, Completion),
+    Mark(oneshot::Sender<Result<LogPosition, JournalError>>),
     Close(mpsc::Sender<()>),
 }
 
@@ -140,6 +141,7 @@ impl Log {
             unsynced: false,
             last_sync: Instant::now(),
             buf: Vec::new(),
+            failed_since_mark: false,
         };
         let handle = std::thread::Builder::new()
             .name("queuelet-log".into())
@@ -185,6 +187,34 @@ impl Log {
         Ok(Bytes::from(buf))
     }
 
+    /// See `Journal::mark`.
+    pub fn mark(&self) -> Mark {
+        let (reply, wait) = oneshot::channel();
+        if self.tx.send(Request::Mark(reply)).is_err() {
+            return Box::pin(std::future::ready(Err(JournalError::unavailable(
+                "the log is closed",
+            ))));
+        }
+        Box::pin(async move {
+            wait.await
+                .unwrap_or_else(|_| Err(JournalError::unavailable("the log writer stopped")))
+        })
+    }
+
+    /// The segment appends go to now.
+    pub fn segments(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.shared.readers.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Deletes a segment that no record still needed lies in.
+    pub fn remove_segment(&self, id: u32) -> io::Result<()> {
+        self.shared.readers.write().remove(&id);
+        std::fs::remove_file(segment_path(&self.shared.dir, id))?;
+        File::open(&self.shared.dir)?.sync_all()
+    }
+
     /// Why the log refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
         self.shared.failed.lock().clone()
@@ -219,6 +249,8 @@ struct Writer {
     unsynced: bool,
     last_sync: Instant,
     buf: Vec<u8>,
+    /// A batch failed since the last mark: a checkpoint now could hold its records.
+    failed_since_mark: bool,
 }
 
 fn approx_size(record: &Record) -> usize {
@@ -266,6 +298,7 @@ impl Writer {
             };
             let mut batch = Vec::new();
             let mut close = None;
+            let mut mark = None;
             let mut queued_bytes = 0usize;
             let mut next = Some(first);
             while let Some(request) = next.take() {
@@ -278,6 +311,10 @@ impl Writer {
                         close = Some(ack);
                         break;
                     }
+                    Request::Mark(reply) => {
+                        mark = Some(reply);
+                        break;
+                    }
                 }
                 if queued_bytes >= self.options.max_batch_bytes {
                     break;
@@ -286,6 +323,20 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.commit(batch);
+            }
+            if let Some(reply) = mark {
+                let answer = if std::mem::take(&mut self.failed_since_mark) {
+                    Err(JournalError::unavailable(
+                        "a write failed since the previous mark",
+                    ))
+                } else {
+                    Ok(LogPosition {
+                        lsn: self.next_lsn,
+                        segment: self.segment,
+                        offset: self.len,
+                    })
+                };
+                let _ = reply.send(answer);
             }
             if let Some(ack) = close {
                 if self.unsynced {
@@ -300,7 +351,8 @@ impl Writer {
         }
     }
 
-    fn fail_all(batch: Vec<(Vec<Record>, Completion)>, error: JournalError) {
+    fn fail_all(&mut self, batch: Vec<(Vec<Record>, Completion)>, error: JournalError) {
+        self.failed_since_mark = true;
         for (_, done) in batch {
             let _ = done.send(Err(error.clone()));
         }
@@ -328,8 +380,9 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<(Vec<Record>, Completion)>) {
-        if let Some(reason) = self.shared.failed.lock().clone() {
-            return Self::fail_all(batch, JournalError::read_only(reason));
+        let failed = self.shared.failed.lock().clone();
+        if let Some(reason) = failed {
+            return self.fail_all(batch, JournalError::read_only(reason));
         }
         self.buf.clear();
         let first_lsn = self.next_lsn;
@@ -350,7 +403,7 @@ impl Writer {
             && let Err(error) = self.roll()
         {
             self.next_lsn = first_lsn;
-            return Self::fail_all(batch, error);
+            return self.fail_all(batch, error);
         }
         if let Err(error) = self.file.append(&self.buf) {
             self.next_lsn = first_lsn;
@@ -363,7 +416,7 @@ impl Writer {
                 tracing::error!(%reason, "log truncate failed");
                 *self.shared.failed.lock() = Some(reason);
             }
-            return Self::fail_all(batch, journal_error);
+            return self.fail_all(batch, journal_error);
         }
         let base = self.len;
         self.len += self.buf.len() as u64;
@@ -379,7 +432,7 @@ impl Writer {
         };
         if !synced {
             let reason = self.shared.failed.lock().clone().unwrap_or_default();
-            return Self::fail_all(batch, JournalError::read_only(reason));
+            return self.fail_all(batch, JournalError::read_only(reason));
         }
         for ((_, done), spans) in batch.into_iter().zip(relative) {
             let locs = spans

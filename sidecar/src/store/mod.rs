@@ -7,6 +7,7 @@
 //! <data-dir>/log/       segments 0000000001.qlog, 0000000002.qlog, …
 //! ```
 
+pub mod checkpoint;
 pub mod file;
 pub mod frame;
 pub mod log;
@@ -20,7 +21,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::record::{BodyLoc, Durable, Journal, JournalError, Record};
+use crate::engine::record::{
+    BodyLoc, Durable, Journal, JournalError, LogPosition, Mark, Record, Snapshot,
+};
 use file::LogFs;
 pub use log::Durability;
 use log::{Log, LogOptions, Tail};
@@ -54,6 +57,8 @@ impl StoreError {
 
 pub struct Store {
     log: Log,
+    log_dir: PathBuf,
+    checkpoint: parking_lot::Mutex<Option<LogPosition>>,
     _lock: File,
 }
 
@@ -119,7 +124,14 @@ impl Store {
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| StoreError::io(format!("creating {}", log_dir.display()), e))?;
         let lock = lock_dir(data_dir)?;
-        let recovered = recovery::recover(&log_dir, apply)?;
+        let from = match checkpoint::read(&log_dir)? {
+            Some((snapshot, position)) => {
+                apply(Record::Checkpoint(Box::new(snapshot)));
+                Some(position)
+            }
+            None => None,
+        };
+        let recovered = recovery::recover(&log_dir, from, apply)?;
         let tail = match recovered.segments.last() {
             Some(&segment) => Tail {
                 segment,
@@ -134,12 +146,62 @@ impl Store {
         };
         let log = Log::start(&log_dir, fs, options, &recovered.segments, tail)
             .map_err(|e| StoreError::io(format!("starting the log in {}", log_dir.display()), e))?;
-        Ok((Store { log, _lock: lock }, recovered))
+        Ok((
+            Store {
+                log,
+                log_dir,
+                checkpoint: parking_lot::Mutex::new(from),
+                _lock: lock,
+            },
+            recovered,
+        ))
     }
 
     /// Why the store refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
         self.log.failure()
+    }
+
+    /// Replaces the checkpoint with `snapshot`, taken at `position` of the log.
+    pub fn write_checkpoint(
+        &self,
+        snapshot: &Snapshot,
+        position: LogPosition,
+    ) -> Result<(), StoreError> {
+        checkpoint::write(&self.log_dir, snapshot, position)?;
+        *self.checkpoint.lock() = Some(position);
+        Ok(())
+    }
+
+    /// Where the newest checkpoint was taken, if there is one.
+    pub fn checkpoint(&self) -> Option<LogPosition> {
+        *self.checkpoint.lock()
+    }
+
+    /// The log's segments, oldest first; the last one takes appends.
+    pub fn segments(&self) -> Vec<u32> {
+        self.log.segments()
+    }
+
+    /// Size of a segment file in bytes.
+    pub fn segment_len(&self, id: u32) -> u64 {
+        std::fs::metadata(log::segment_path(&self.log_dir, id))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Deletes a segment older than the checkpoint that holds no needed message.
+    pub fn remove_segment(&self, id: u32) -> Result<(), StoreError> {
+        let allowed = self.checkpoint().is_some_and(|c| id < c.segment);
+        if !allowed {
+            return Err(StoreError::io(
+                format!("removing segment {id}"),
+                io::Error::other("only segments before the checkpoint may be removed"),
+            ));
+        }
+        self.log
+            .remove_segment(id)
+            .map_err(|e| StoreError::io(format!("removing segment {id}"), e))
     }
 
     /// Syncs what is written and stops the writer.
@@ -173,5 +235,9 @@ impl Journal for Store {
 
     fn failure(&self) -> Option<String> {
         self.log.failure()
+    }
+
+    fn mark(&self) -> Mark {
+        self.log.mark()
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::StoreError;
 use super::frame::{self, HEADER_LEN, Header, MAX_PAYLOAD};
 use super::log::{list_segments, segment_path};
-use crate::engine::record::{BodyLoc, Record};
+use crate::engine::record::{BodyLoc, LogPosition, Record};
 
 /// One verified frame inside a segment's bytes.
 pub struct Frame<'a> {
@@ -101,20 +101,56 @@ pub struct Recovered {
 }
 
 /// Replays every record of the log in `dir` into `apply`, in order.
-pub fn recover(dir: &Path, apply: &mut dyn FnMut(Record)) -> Result<Recovered, StoreError> {
+/// Replays every record of the log in `dir` into `apply`, in order, starting at
+/// `from` (the position a checkpoint was taken at) when given. Segments before it are
+/// not read: they hold only message bodies, each checked when it is read.
+pub fn recover(
+    dir: &Path,
+    from: Option<LogPosition>,
+    apply: &mut dyn FnMut(Record),
+) -> Result<Recovered, StoreError> {
     let segments =
         list_segments(dir).map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+    let start = from.unwrap_or(LogPosition {
+        lsn: 1,
+        segment: segments.first().copied().unwrap_or(1),
+        offset: 0,
+    });
+    if from.is_some() && !segments.contains(&start.segment) {
+        return Err(StoreError::Corrupt {
+            file: segment_path(dir, start.segment),
+            offset: start.offset,
+            reason: "the checkpoint starts in this segment, which is missing".into(),
+        });
+    }
     let mut recovered = Recovered {
         segments: segments.clone(),
-        next_lsn: 1,
+        next_lsn: start.lsn,
         ..Recovered::default()
     };
     for (index, &id) in segments.iter().enumerate() {
+        if id < start.segment {
+            continue;
+        }
         let path = segment_path(dir, id);
         let bytes = std::fs::read(&path)
             .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
         let newest = index + 1 == segments.len();
-        let mut offset = 0;
+        let mut offset = if id == start.segment {
+            start.offset as usize
+        } else {
+            0
+        };
+        if offset > bytes.len() {
+            return Err(StoreError::Corrupt {
+                file: path,
+                offset: start.offset,
+                reason: format!(
+                    "the checkpoint starts beyond the segment's {} bytes",
+                    bytes.len()
+                ),
+            });
+        }
         let damage = loop {
             match frame_at(&bytes, offset) {
                 Ok(None) => break None,

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
 use super::frame::HEADER_LEN;
 use super::log::{list_segments, segment_path};
 use super::recovery::frame_at;
+use super::{StoreError, checkpoint};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
@@ -18,7 +18,10 @@ pub struct RepairReport {
 }
 
 /// Rewrites the log in `dir` from its valid frames (renumbered), keeping the old
-/// segments in `dir/../log.damaged-<unix time>`.
+/// segments in `dir/../log.damaged-<unix time>`. With a checkpoint, what lies before its
+/// position is copied as it is (it is not replayed, and the checkpoint points into it)
+/// and only the records after it are salvaged; a damaged checkpoint is dropped, and the
+/// log is then replayed from its first remaining segment.
 pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     let segments =
         list_segments(dir).map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
@@ -31,13 +34,28 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     std::fs::create_dir_all(&fresh)
         .map_err(|e| StoreError::io(format!("creating {}", fresh.display()), e))?;
     let mut report = RepairReport::default();
-    let mut next_lsn = 1u64;
+    let checkpoint = match checkpoint::read(dir) {
+        Ok(found) => found,
+        Err(_) => {
+            report.dropped.push((dir.join(checkpoint::FILE), 0, 0));
+            None
+        }
+    };
+    let mut next_lsn = checkpoint.as_ref().map_or(1, |(_, p)| p.lsn);
     for &id in &segments {
         let path = segment_path(dir, id);
         let bytes = std::fs::read(&path)
             .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
         let mut out = Vec::with_capacity(bytes.len());
-        let mut offset = 0;
+        let kept_until = match &checkpoint {
+            Some((_, position)) if id < position.segment => bytes.len(),
+            Some((_, position)) if id == position.segment => {
+                (position.offset as usize).min(bytes.len())
+            }
+            _ => 0,
+        };
+        out.extend_from_slice(&bytes[..kept_until]);
+        let mut offset = kept_until;
         let mut bad_from: Option<usize> = None;
         while offset < bytes.len() {
             match frame_at(&bytes, offset) {
@@ -70,6 +88,9 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
         std::fs::write(&target, &out)
             .and_then(|()| std::fs::File::open(&target)?.sync_all())
             .map_err(|e| StoreError::io(format!("writing {}", target.display()), e))?;
+    }
+    if let Some((snapshot, position)) = &checkpoint {
+        checkpoint::write(&fresh, snapshot, *position)?;
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,112 @@
+//! Background compaction keeps the data directory proportional to the live backlog and
+//! start-up short. Each round:
+//! 1. takes a checkpoint (a short pause of every queue while the state is copied),
+//! 2. removes the segments before it that hold no live or rewindable message,
+//! 3. copies the live messages out of sparse older segments to the end of the log, so
+//!    the next round can remove those segments too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::store::Store;
+
+/// A segment is copied forward when its live bytes are below this share of its size.
+const SPARSE: f64 = 0.5;
+/// Checkpoint at least after this much new log, to bound the replay at start-up.
+const CHECKPOINT_EVERY_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Round {
+    /// How long every queue was paused while the state was copied.
+    pub pause: Duration,
+    pub removed: Vec<u32>,
+    pub copied: u64,
+}
+
+/// Whether a round has anything to do: closed segments to reclaim, or enough new log
+/// since the checkpoint to make start-up slower.
+fn due(store: &Store) -> bool {
+    let segments = store.segments();
+    let Some(&active) = segments.last() else {
+        return false;
+    };
+    let grown = match store.checkpoint() {
+        Some(position) if position.segment == active => {
+            store.segment_len(active).saturating_sub(position.offset)
+        }
+        _ => store.segment_len(active),
+    };
+    segments.len() > 1 || grown >= CHECKPOINT_EVERY_BYTES
+}
+
+pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result<Round> {
+    let started = Instant::now();
+    let (snapshot, mark) = engine.capture();
+    let pause = started.elapsed();
+    let position = mark.await.context("marking the log for a checkpoint")?;
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.write_checkpoint(&snapshot, position))
+        .await
+        .context("the checkpoint task failed")??;
+
+    let segments = store.segments();
+    let active = segments.last().copied().unwrap_or(position.segment);
+    let usage = engine.segment_use();
+    let mut removed = Vec::new();
+    for &id in segments
+        .iter()
+        .filter(|id| **id < position.segment && !usage.contains_key(id))
+    {
+        store.remove_segment(id)?;
+        removed.push(id);
+    }
+    let mut copied = 0;
+    for &id in segments
+        .iter()
+        .filter(|id| **id < active && !removed.contains(id))
+    {
+        let live = usage.get(&id).map_or(0, |u| u.bytes);
+        if (live as f64) < SPARSE * store.segment_len(id) as f64 {
+            copied += engine
+                .copy_forward(id)
+                .await
+                .with_context(|| format!("copying live messages out of segment {id}"))?;
+        }
+    }
+    Ok(Round {
+        pause,
+        removed,
+        copied,
+    })
+}
+
+/// Runs rounds every `every` until `stop`.
+pub async fn run(engine: Arc<Engine>, store: Arc<Store>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !due(&store) {
+            continue;
+        }
+        match compact_once(&engine, &store).await {
+            Ok(round) => tracing::info!(
+                pause_us = round.pause.as_micros() as u64,
+                removed = ?round.removed,
+                copied = round.copied,
+                "compaction round"
+            ),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "compaction round failed; retrying later"
+                )
+            }
+        }
+    }
+}
