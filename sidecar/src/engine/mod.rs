@@ -241,7 +241,7 @@ impl Engine {
         validate_name(name)?;
         attrs.validate(name)?;
         let now = self.clock.now_ms();
-        let durable = {
+        let (durable, uid) = {
             let mut queues = self.queues.write();
             if let Some(existing) = queues.get(name) {
                 let state = existing.state.lock();
@@ -268,10 +268,25 @@ impl Engine {
             });
             tokio::spawn(run_timers(queue.clone(), self.clock.clone()));
             queues.insert(name.to_string(), queue);
-            durable
+            (durable, uid)
         };
+        if let Err(error) = Self::settle(Some(durable)).await {
+            // Not durable: the queue must not exist, or what it accepts would be lost at
+            // the next restart.
+            let mut queues = self.queues.write();
+            if let Some(queue) = queues.get(name).cloned() {
+                let mut state = queue.state.lock();
+                if state.uid == uid {
+                    state.closed = true;
+                    drop(state);
+                    queues.remove(name);
+                    queue.visible.notify_waiters();
+                    queue.rearm.notify_one();
+                }
+            }
+            return Err(error);
+        }
         tracing::info!(queue = name, ?origin, "queue created");
-        Self::settle(Some(durable)).await?;
         Ok(Created::New)
     }
 
@@ -1043,6 +1058,43 @@ mod tests {
             Arc::new(ManualClock::new(1_000_000)),
             Arc::new(MemoryJournal),
         )
+    }
+
+    /// A journal whose disk is full.
+    struct FullJournal;
+
+    impl Journal for FullJournal {
+        fn append(&self, _records: Vec<Record>) -> record::Durable {
+            Box::pin(std::future::ready(Err(record::JournalError::full(
+                "disk full",
+            ))))
+        }
+        fn read_message(
+            &self,
+            _loc: BodyLoc,
+        ) -> Result<(Bytes, Vec<String>), record::JournalError> {
+            Err(record::JournalError::unavailable("nothing stored"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_whose_creation_is_not_durable_does_not_exist() {
+        let engine = Engine::new(
+            EngineConfig::new(0),
+            Arc::new(ManualClock::new(1_000_000)),
+            Arc::new(FullJournal),
+        );
+        let created = engine
+            .create_queue("orders", QueueAttributes::default(), Origin::Api)
+            .await;
+        assert!(
+            matches!(created, Err(EngineError::StorageFull(_))),
+            "{created:?}"
+        );
+        assert_eq!(
+            engine.get_queue("orders").await,
+            Err(EngineError::QueueNotFound("orders".into()))
+        );
     }
 
     #[tokio::test]

@@ -170,18 +170,21 @@ impl Log {
     }
 
     pub fn read(&self, loc: BodyLoc) -> io::Result<Bytes> {
-        let file = self
-            .shared
-            .readers
-            .read()
-            .get(&loc.segment)
-            .cloned()
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("segment {} is not open", loc.segment),
-                )
-            })?;
+        let open = self.shared.readers.read().get(&loc.segment).cloned();
+        let file = match open {
+            Some(file) => file,
+            None => {
+                self.shared.open_reader(loc.segment)?;
+                self.shared
+                    .readers
+                    .read()
+                    .get(&loc.segment)
+                    .cloned()
+                    .ok_or_else(|| {
+                        io::Error::other(format!("segment {} is not open", loc.segment))
+                    })?
+            }
+        };
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, u64::from(loc.offset))?;
         Ok(Bytes::from(buf))
@@ -201,11 +204,9 @@ impl Log {
         })
     }
 
-    /// The segment appends go to now.
+    /// The segments on disk, oldest first; the last one takes appends.
     pub fn segments(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.shared.readers.read().keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        list_segments(&self.shared.dir).unwrap_or_default()
     }
 
     /// Deletes a segment that no record still needed lies in.
@@ -456,13 +457,16 @@ impl Writer {
         }
         let next = self.segment + 1;
         let path = segment_path(&self.shared.dir, next);
-        let file = self
-            .fs
-            .create(&path)
-            .map_err(|e| io_error("creating a log segment", &e))?;
-        self.shared
-            .open_reader(next)
-            .map_err(|e| io_error("opening a log segment", &e))?;
+        let file = match self.fs.create(&path) {
+            // Left by a roll that failed after creating it: nothing was written there.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.fs.open_append(&path, 0),
+            other => other,
+        }
+        .map_err(|e| io_error("creating a log segment", &e))?;
+        if let Err(error) = self.shared.open_reader(next) {
+            // Reads open it on demand; appends need not wait for that.
+            tracing::warn!(segment = next, %error, "cannot open the new segment for reading yet");
+        }
         self.file = file;
         self.segment = next;
         self.len = 0;
