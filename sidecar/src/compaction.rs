@@ -5,13 +5,14 @@
 //! 3. copies the live messages out of sparse older segments to the end of the log, so
 //!    the next round can remove those segments too.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, SegmentUse};
 use crate::store::Store;
 
 /// A segment is copied forward when its live bytes are below this share of its size.
@@ -25,11 +26,19 @@ pub struct Round {
     pub pause: Duration,
     pub removed: Vec<u32>,
     pub copied: u64,
+    /// Sparse segments nothing could be copied out of (their messages are kept for a
+    /// rewind): not worth another try until their use changes.
+    pub stuck: Vec<u32>,
 }
 
-/// Whether a round has anything to do: closed segments to reclaim, or enough new log
-/// since the checkpoint to make start-up slower.
-fn due(store: &Store) -> bool {
+fn sparse(store: &Store, id: u32, usage: Option<&SegmentUse>) -> bool {
+    let live = usage.map_or(0, |u| u.bytes);
+    (live as f64) < SPARSE * store.segment_len(id) as f64
+}
+
+/// Whether a round has anything to do: a closed segment to remove or to empty, or
+/// enough new log since the checkpoint to make start-up slower.
+fn due(engine: &Engine, store: &Store, stuck: &HashMap<u32, SegmentUse>) -> bool {
     let segments = store.segments();
     let Some(&active) = segments.last() else {
         return false;
@@ -40,7 +49,14 @@ fn due(store: &Store) -> bool {
         }
         _ => store.segment_len(active),
     };
-    segments.len() > 1 || grown >= CHECKPOINT_EVERY_BYTES
+    if grown >= CHECKPOINT_EVERY_BYTES {
+        return true;
+    }
+    let usage = engine.segment_use();
+    segments.iter().filter(|id| **id < active).any(|id| {
+        let used = usage.get(id);
+        used.is_none() || (sparse(store, *id, used) && stuck.get(id) != used)
+    })
 }
 
 pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result<Round> {
@@ -65,42 +81,57 @@ pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result
         removed.push(id);
     }
     let mut copied = 0;
+    let mut stuck = Vec::new();
     for &id in segments
         .iter()
         .filter(|id| **id < active && !removed.contains(id))
     {
-        let live = usage.get(&id).map_or(0, |u| u.bytes);
-        if (live as f64) < SPARSE * store.segment_len(id) as f64 {
-            copied += engine
+        if sparse(store, id, usage.get(&id)) {
+            let moved = engine
                 .copy_forward(id)
                 .await
                 .with_context(|| format!("copying live messages out of segment {id}"))?;
+            if moved == 0 {
+                stuck.push(id);
+            }
+            copied += moved;
         }
     }
     Ok(Round {
         pause,
         removed,
         copied,
+        stuck,
     })
 }
 
 /// Runs rounds every `every` until `stop`.
 pub async fn run(engine: Arc<Engine>, store: Arc<Store>, every: Duration, stop: CancellationToken) {
+    let mut stuck: HashMap<u32, SegmentUse> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if !due(&store) {
+        if !due(&engine, &store, &stuck) {
             continue;
         }
         match compact_once(&engine, &store).await {
-            Ok(round) => tracing::info!(
-                pause_us = round.pause.as_micros() as u64,
-                removed = ?round.removed,
-                copied = round.copied,
-                "compaction round"
-            ),
+            Ok(round) => {
+                let usage = engine.segment_use();
+                stuck.retain(|id, _| usage.contains_key(id));
+                for id in &round.stuck {
+                    if let Some(used) = usage.get(id) {
+                        stuck.insert(*id, *used);
+                    }
+                }
+                tracing::info!(
+                    pause_us = round.pause.as_micros() as u64,
+                    removed = ?round.removed,
+                    copied = round.copied,
+                    "compaction round"
+                );
+            }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
