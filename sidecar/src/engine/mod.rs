@@ -75,6 +75,28 @@ struct Queue {
     rearm: Notify,
 }
 
+impl Queue {
+    fn new(state: QueueState) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(state),
+            visible: Notify::new(),
+            rearm: Notify::new(),
+        })
+    }
+}
+
+/// An operation on one queue's state at `now`: it may record durable changes and hand
+/// out messages to move to the dead-letter queue.
+trait QueueOp<R>:
+    FnOnce(&mut QueueState, u64, &mut Vec<Record>, &mut DeadLetters) -> Result<R, EngineError>
+{
+}
+
+impl<R, F> QueueOp<R> for F where
+    F: FnOnce(&mut QueueState, u64, &mut Vec<Record>, &mut DeadLetters) -> Result<R, EngineError>
+{
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueInfo {
     pub name: String,
@@ -261,11 +283,7 @@ impl Engine {
                 managed,
                 at_ms: now,
             }]);
-            let queue = Arc::new(Queue {
-                state: Mutex::new(QueueState::new(name.to_string(), uid, attrs, managed, now)),
-                visible: Notify::new(),
-                rearm: Notify::new(),
-            });
+            let queue = Queue::new(QueueState::new(name.to_string(), uid, attrs, managed, now));
             tokio::spawn(run_timers(queue.clone(), self.clock.clone()));
             queues.insert(name.to_string(), queue);
             (durable, uid)
@@ -384,16 +402,7 @@ impl Engine {
         Self::settle(Some(durable)).await.map(drop)
     }
 
-    async fn run<R>(
-        &self,
-        queue: &Queue,
-        op: impl FnOnce(
-            &mut QueueState,
-            u64,
-            &mut Vec<Record>,
-            &mut DeadLetters,
-        ) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
+    async fn run<R>(&self, queue: &Queue, op: impl QueueOp<R>) -> Result<R, EngineError> {
         let (result, durable) = self.run_durable(queue, op).await?;
         durable.map(|_| result)
     }
@@ -405,12 +414,7 @@ impl Engine {
     async fn run_durable<R>(
         &self,
         queue: &Queue,
-        op: impl FnOnce(
-            &mut QueueState,
-            u64,
-            &mut Vec<Record>,
-            &mut DeadLetters,
-        ) -> Result<R, EngineError>,
+        op: impl QueueOp<R>,
     ) -> Result<(R, Result<Vec<Option<BodyLoc>>, EngineError>), EngineError> {
         let now = self.clock.now_ms();
         let (outcome, source, wake) = {
@@ -748,14 +752,7 @@ impl Engine {
                 for queue in snapshot.queues {
                     let name = queue.name.clone();
                     let state = QueueState::from_snapshot(now, queue);
-                    queues.insert(
-                        name,
-                        Arc::new(Queue {
-                            state: Mutex::new(state),
-                            visible: Notify::new(),
-                            rearm: Notify::new(),
-                        }),
-                    );
+                    queues.insert(name, Queue::new(state));
                 }
             }
             Record::Enqueued {
@@ -817,14 +814,7 @@ impl Engine {
                 at_ms,
             } => {
                 let state = QueueState::new(name.clone(), uid, attrs, managed, at_ms);
-                queues.insert(
-                    name,
-                    Arc::new(Queue {
-                        state: Mutex::new(state),
-                        visible: Notify::new(),
-                        rearm: Notify::new(),
-                    }),
-                );
+                queues.insert(name, Queue::new(state));
             }
             Record::QueueUpdated {
                 name,
