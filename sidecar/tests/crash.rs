@@ -868,10 +868,12 @@ async fn kill9_torture_keeps_every_acknowledged_send_and_delete() {
         (0, 0),
         "no send or delete of a fresh handle is refused"
     );
-    // Partial batches are reported above but not asserted: a SIGKILL during the group
-    // commit's write(2) can leave a short write, and recovery keeps the whole frames
-    // before the tear, so an unanswered batch can come back in part. The log has no
-    // batch boundaries to cut at; with fsync durability this window is rarely hit.
+    // A SIGKILL during the group commit's write(2) can leave a short write; recovery
+    // drops a request whose records are cut short as a whole, so a batch is all or nothing.
+    assert_eq!(
+        t.partial_batches, 0,
+        "an unanswered batch came back in part (seed {seed:#x})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

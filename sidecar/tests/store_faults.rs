@@ -1264,3 +1264,50 @@ async fn real_tmpfs_disk_full() {
     drop(store);
     drop(mount);
 }
+
+/// The records of one request (a batch send) are kept or dropped together: a write torn
+/// anywhere inside the batch's frames, even exactly between two of them, drops the
+/// whole batch at recovery, and the log goes on after the last whole request.
+#[tokio::test]
+async fn a_batch_torn_anywhere_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(Durability::Fsync, 1 << 20);
+    let (single, between) = {
+        let (store, _, _) = open(dir.path(), opts.clone(), real()).unwrap();
+        let single = append_one(&store, 1).await.unwrap();
+        let batch: Vec<Record> = (2..=17).map(|id| enqueued(id, body_for(id))).collect();
+        let locs = store.append(batch).await.unwrap();
+        assert_eq!(locs.len(), 16);
+        store.close();
+        // Cuts exactly between two frames of the batch.
+        let between: Vec<u64> = locs[..15].iter().flatten().map(frame_end).collect();
+        (single, between)
+    };
+    let log = dir.path().join("log").join("0000000001.qlog");
+    let full = std::fs::metadata(&log).unwrap().len();
+    let batch_start = frame_end(&single);
+    assert_eq!(between.len(), 15);
+    for cut in (batch_start + 1..full)
+        .step_by(97)
+        .chain([full - 1])
+        .chain(between)
+    {
+        let copy = copy_data_dir(dir.path());
+        set_len(&copy.path().join("log").join("0000000001.qlog"), cut);
+        let (store, recovered, replayed) = open(copy.path(), opts.clone(), real()).unwrap();
+        assert_eq!(ids(&replayed), vec![1], "cut at {cut} of {full}");
+        assert_eq!(recovered.tail_len, batch_start, "cut at {cut}");
+        check_bodies(&store, &replayed);
+        // The log goes on cleanly after the dropped batch.
+        append_one(&store, 99).await.unwrap();
+        store.close();
+        drop(store);
+        let (store, _, replayed) = open(copy.path(), opts.clone(), real()).unwrap();
+        assert_eq!(ids(&replayed), vec![1, 99], "cut at {cut}");
+        store.close();
+    }
+    // Uncut, the whole batch comes back.
+    let (store, _, replayed) = open(dir.path(), opts, real()).unwrap();
+    assert_eq!(ids(&replayed), (1..=17).collect::<Vec<_>>());
+    store.close();
+}

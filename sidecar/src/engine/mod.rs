@@ -486,19 +486,40 @@ impl Engine {
                 return Ok(());
             }
             let mut records = Vec::with_capacity(moved);
-            for message in dead {
-                let _ = state.accept_dead_letter(now, message, source_name, &mut records);
+            let mut seqs = Vec::with_capacity(moved);
+            for message in dead.iter().cloned() {
+                if let Ok(seq) = state.accept_dead_letter(now, message, source_name, &mut records) {
+                    seqs.push(seq);
+                }
             }
-            self.journal.append(records)
+            (seqs, self.journal.append(records))
         };
-        self.counters
-            .dead_lettered
-            .fetch_add(moved as u64, Ordering::Relaxed);
-        for _ in 0..moved.min(self.max_batch) {
-            target.visible.notify_one();
+        let (seqs, durable) = durable;
+        match Self::settle(Some(durable)).await {
+            Ok(_) => {
+                let wake = {
+                    let mut state = target.state.lock();
+                    let active_before = state.stats().active;
+                    state.commit(self.clock.now_ms(), &seqs, &[]);
+                    self.wake(&mut state, active_before)
+                };
+                wake.fire(&target);
+                self.counters
+                    .dead_lettered
+                    .fetch_add(moved as u64, Ordering::Relaxed);
+                tracing::info!(queue = source_name, target = ?target_name, count = moved, "moved to dead-letter queue");
+                Ok(())
+            }
+            Err(error) => {
+                // The move is not durable: the messages go back where the log has them.
+                target.state.lock().abort(&seqs);
+                let mut state = source.state.lock();
+                for message in dead {
+                    state.restore(message);
+                }
+                Err(error)
+            }
         }
-        tracing::info!(queue = source_name, target = ?target_name, count = moved, "moved to dead-letter queue");
-        Self::settle(Some(durable)).await.map(drop)
     }
 
     pub async fn get_queue(&self, name: &str) -> Result<QueueInfo, EngineError> {
@@ -797,12 +818,18 @@ impl Engine {
                 to,
                 to_seq,
                 at_ms,
+                stored,
             } => {
                 let mut moved = None;
-                with(&from, &mut |state| moved = state.replay_take(seq));
+                with(&from, &mut |state| {
+                    moved = state.replay_take(seq).map(|m| m.content)
+                });
+                // The source may be gone (deleted while the move was under way): the
+                // record says where the message lies.
+                let mut content = moved.or(stored.map(Content::Stored));
                 with(&to, &mut |state| {
-                    if let Some(message) = moved.take() {
-                        state.replay_dead_letter(to_seq, at_ms, message);
+                    if let Some(content) = content.take() {
+                        state.replay_dead_letter(to_seq, at_ms, content);
                     }
                 });
             }
@@ -1041,6 +1068,7 @@ async fn run_timers(queue: Arc<Queue>, clock: Arc<dyn Clock>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use record::BodyRef;
 
     fn engine() -> Engine {
         Engine::new(
@@ -1085,6 +1113,48 @@ mod tests {
             engine.get_queue("orders").await,
             Err(EngineError::QueueNotFound("orders".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn replay_moves_a_dead_letter_whose_source_was_deleted_meanwhile() {
+        let engine = engine();
+        let loc = BodyLoc {
+            segment: 1,
+            offset: 100,
+            len: 60,
+        };
+        let created = |name: &str| Record::QueueCreated {
+            name: name.into(),
+            uid: 7,
+            attrs: QueueAttributes::default(),
+            managed: false,
+            at_ms: 1,
+        };
+        for record in [
+            created("a"),
+            created("dlq"),
+            Record::Enqueued {
+                queue: "a".into(),
+                seq: 1,
+                enqueued_ms: 2,
+                visible_at_ms: 2,
+                tags: vec![],
+                body: BodyRef::Stored(loc),
+            },
+            Record::QueueDeleted { name: "a".into() },
+            Record::DeadLettered {
+                from: "a".into(),
+                seq: 1,
+                to: "dlq".into(),
+                to_seq: 1,
+                at_ms: 3,
+                stored: Some(loc),
+            },
+        ] {
+            engine.replay(record);
+        }
+        engine.start_replayed();
+        assert_eq!(engine.get_queue("dlq").await.unwrap().stats.active, 1);
     }
 
     #[tokio::test]

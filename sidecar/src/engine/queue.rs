@@ -449,16 +449,19 @@ impl QueueState {
     }
 
     /// Forgets sent messages whose records could not be made durable.
-    pub fn abort(&mut self, seqs: &[u64]) {
+    /// Returns the messages it took back.
+    pub fn abort(&mut self, seqs: &[u64]) -> Vec<Message> {
+        let mut taken = Vec::new();
         for seq in seqs {
             if self
                 .messages
                 .get(*seq)
                 .is_some_and(|m| m.phase == Phase::Pending)
             {
-                self.take(*seq);
+                taken.extend(self.take(*seq));
             }
         }
+        taken
     }
 
     /// Takes a dead letter moved here from another queue; the backlog bound does not
@@ -479,7 +482,12 @@ impl QueueState {
             to: self.name.clone(),
             to_seq: seq,
             at_ms: now,
+            stored: match message.content {
+                Content::Stored(loc) => Some(loc),
+                Content::Inline(_) => None,
+            },
         });
+        // Receivable once the move is durable, like a send (see `commit`).
         self.insert(Message {
             seq,
             enqueued_ms: now,
@@ -487,7 +495,7 @@ impl QueueState {
             dequeue_count: 0,
             visible_at_ms: now,
             generation: 0,
-            phase: Phase::Active,
+            phase: Phase::Pending,
             ..message
         });
         Ok(seq)
@@ -720,17 +728,17 @@ impl QueueState {
     }
 
     /// Replay: a message moved in from another queue's dead letters.
-    pub fn replay_dead_letter(&mut self, seq: u64, at_ms: u64, message: Message) {
+    pub fn replay_dead_letter(&mut self, seq: u64, at_ms: u64, content: Content) {
         self.next_seq = self.next_seq.max(seq + 1);
         self.insert(Message {
             seq,
+            content,
             enqueued_ms: at_ms,
             first_dequeue_ms: 0,
             dequeue_count: 0,
             visible_at_ms: at_ms,
             generation: 0,
             phase: Phase::Active,
-            ..message
         });
     }
 

@@ -56,6 +56,9 @@ pub enum Record {
         to: String,
         to_seq: u64,
         at_ms: u64,
+        /// Where the message's record lies, so replay can move it even when `from` was
+        /// deleted while the move was under way.
+        stored: Option<BodyLoc>,
     },
     /// Deleted messages enqueued at or after `from_ms` are consumable again.
     Rewound {

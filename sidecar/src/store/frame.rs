@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! header (17 bytes): payload length u32 | kind u8 | lsn u64 | crc32c u32
+//! kind: the record's kind, with the high bit set when more records of the same request
+//!       follow (a request's records are kept or dropped together)
 //! payload: the record's fields, little-endian
 //! ```
 //! The CRC32C covers the first 13 header bytes and the payload, so a torn write,
@@ -13,6 +15,8 @@ use crate::engine::QueueAttributes;
 use crate::engine::record::{BodyLoc, BodyRef, Record};
 
 pub const HEADER_LEN: usize = 17;
+/// Set in the kind byte of every record of a request but its last.
+pub const MORE: u8 = 0x80;
 /// Largest payload a frame may claim; anything larger is damage, not data.
 pub const MAX_PAYLOAD: u32 = 64 << 20;
 
@@ -71,6 +75,16 @@ impl Header {
             lsn: u64::from_le_bytes(lsn),
             crc: u32_at(13),
         }
+    }
+
+    /// The record's kind, without the `MORE` bit.
+    pub fn record_kind(&self) -> u8 {
+        self.kind & !MORE
+    }
+
+    /// More records of the same request follow this one.
+    pub fn more(&self) -> bool {
+        self.kind & MORE != 0
     }
 
     pub fn is_zero(&self) -> bool {
@@ -163,10 +177,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends the frame of `record` (numbered `lsn`) to `out`. For an `Enqueued` record,
-/// returns the frame's length: the message is read back by its whole frame, so every
-/// read is checked against the frame's checksum.
-pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<usize> {
+/// Appends the frame of `record` (numbered `lsn`) to `out`; `more` says that more
+/// records of the same request follow. For an `Enqueued` record, returns the frame's
+/// length: the message is read back by its whole frame, so every read is checked
+/// against the frame's checksum.
+pub fn encode(record: &Record, lsn: u64, more: bool, out: &mut Vec<u8>) -> Option<usize> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     let mut stored = false;
@@ -252,12 +267,22 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<usize> {
             to,
             to_seq,
             at_ms,
+            stored,
         } => {
             w.string(from);
             w.u64(*seq);
             w.string(to);
             w.u64(*to_seq);
             w.u64(*at_ms);
+            match stored {
+                Some(loc) => {
+                    w.u8(1);
+                    w.u32(loc.segment);
+                    w.u32(loc.offset);
+                    w.u32(loc.len);
+                }
+                None => w.u8(0),
+            }
             Kind::DeadLettered
         }
         Record::Rewound { queue, from_ms } => {
@@ -278,7 +303,7 @@ pub fn encode(record: &Record, lsn: u64, out: &mut Vec<u8>) -> Option<usize> {
     let len = (out.len() - start - HEADER_LEN) as u32;
     let header = &mut out[start..start + HEADER_LEN];
     header[0..4].copy_from_slice(&len.to_le_bytes());
-    header[4] = kind as u8;
+    header[4] = kind as u8 | if more { MORE } else { 0 };
     header[5..13].copy_from_slice(&lsn.to_le_bytes());
     let crc = crc32c::crc32c_append(
         crc32c::crc32c(&out[start..start + 13]),
@@ -295,7 +320,7 @@ pub fn decode_stored(frame: &[u8]) -> Option<(Bytes, Vec<String>)> {
     array.copy_from_slice(frame.get(..HEADER_LEN)?);
     let header = Header::parse(&array);
     let payload = frame.get(HEADER_LEN..)?;
-    if header.kind != Kind::Enqueued as u8
+    if header.record_kind() != Kind::Enqueued as u8
         || header.len as usize != payload.len()
         || !header.checksum_ok(&array, payload)
     {
@@ -361,6 +386,15 @@ pub fn decode(kind: u8, payload: &[u8], frame: BodyLoc) -> Option<Record> {
             to: r.string()?,
             to_seq: r.u64()?,
             at_ms: r.u64()?,
+            stored: match r.u8()? {
+                0 => None,
+                1 => Some(BodyLoc {
+                    segment: r.u32()?,
+                    offset: r.u32()?,
+                    len: r.u32()?,
+                }),
+                _ => return None,
+            },
         },
         Kind::Rewound => Record::Rewound {
             queue: r.string()?,

@@ -391,9 +391,10 @@ impl Writer {
         // (frame start in `buf`, frame length) of each `Enqueued` record
         for (records, _) in &batch {
             let mut spans = Vec::with_capacity(records.len());
-            for record in records {
+            for (i, record) in records.iter().enumerate() {
                 let frame_start = self.buf.len();
-                let stored = frame::encode(record, self.next_lsn, &mut self.buf);
+                let more = i + 1 < records.len();
+                let stored = frame::encode(record, self.next_lsn, more, &mut self.buf);
                 self.next_lsn += 1;
                 spans.push(stored.map(|len| (frame_start, len)));
             }

@@ -151,9 +151,21 @@ pub fn recover(
                 ),
             });
         }
+        // Records of one request, held back until its last record shows it is whole.
+        let mut group: Vec<Record> = Vec::new();
+        let mut group_start = (offset, recovered.next_lsn);
         let damage = loop {
             match frame_at(&bytes, offset) {
-                Ok(None) => break None,
+                Ok(None) if group.is_empty() => break None,
+                Ok(None) => {
+                    break Some(Damage {
+                        offset,
+                        reason: format!(
+                            "the log ends inside a request, after {} of its records",
+                            group.len()
+                        ),
+                    });
+                }
                 Ok(Some(frame)) => {
                     if frame.header.lsn != recovered.next_lsn {
                         break Some(Damage {
@@ -169,26 +181,42 @@ pub fn recover(
                         offset: offset as u32,
                         len: (frame.end() - offset) as u32,
                     };
-                    let Some(record) = frame::decode(frame.header.kind, frame.payload, loc) else {
+                    let kind = frame.header.record_kind();
+                    let Some(record) = frame::decode(kind, frame.payload, loc) else {
                         break Some(Damage {
                             offset,
-                            reason: format!("undecodable record of kind {}", frame.header.kind),
+                            reason: format!("undecodable record of kind {kind}"),
                         });
                     };
-                    apply(record);
-                    recovered.records += 1;
+                    if group.is_empty() {
+                        group_start = (offset, recovered.next_lsn);
+                    }
+                    group.push(record);
                     recovered.next_lsn += 1;
                     offset = frame.end();
+                    if !frame.header.more() {
+                        recovered.records += group.len() as u64;
+                        group.drain(..).for_each(&mut *apply);
+                    }
                 }
                 Err(damage) => break Some(damage),
             }
         };
+        let last_valid_lsn = recovered.next_lsn - 1;
+        // A request cut short is dropped whole: the log is kept up to where it began.
+        let cut = if group.is_empty() {
+            damage.as_ref().map(|d| d.offset)
+        } else {
+            recovered.next_lsn = group_start.1;
+            Some(group_start.0)
+        };
         if newest {
-            recovered.tail_len = offset as u64;
+            recovered.tail_len = cut.unwrap_or(offset) as u64;
         }
-        let Some(damage) = damage else { continue };
-        let torn = newest
-            && valid_frame_after(&bytes, damage.offset + 1, recovered.next_lsn - 1).is_none();
+        let (Some(damage), Some(cut)) = (damage, cut) else {
+            continue;
+        };
+        let torn = newest && valid_frame_after(&bytes, damage.offset + 1, last_valid_lsn).is_none();
         if !torn {
             return Err(StoreError::Corrupt {
                 file: path,
@@ -196,17 +224,17 @@ pub fn recover(
                 reason: damage.reason,
             });
         }
-        let dropped = (bytes.len() - damage.offset) as u64;
-        tracing::warn!(file = %path.display(), offset = damage.offset, dropped, reason = %damage.reason,
+        let dropped = (bytes.len() - cut) as u64;
+        tracing::warn!(file = %path.display(), offset = cut, dropped, reason = %damage.reason,
             "cutting away a torn write at the end of the log");
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
-        file.set_len(damage.offset as u64)
+        file.set_len(cut as u64)
             .and_then(|()| file.sync_all())
             .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
-        recovered.truncated = Some((path, damage.offset as u64, dropped));
+        recovered.truncated = Some((path, cut as u64, dropped));
     }
     Ok(recovered)
 }
