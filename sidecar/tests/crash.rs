@@ -745,8 +745,9 @@ async fn kill9_torture_keeps_every_acknowledged_send_and_delete() {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("data directory");
-    // Small segments, so crashes also land around segment rolls.
-    let args = ["--segment-bytes", "262144"];
+    // Small segments and frequent compaction, so crashes also land around segment rolls,
+    // checkpoints, segment removals and messages copied forward.
+    let args = ["--segment-bytes", "262144", "--compact-interval-ms", "100"];
     let model: Shared = Arc::default();
 
     for round in 1..=ROUNDS {
