@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use queuelet_e2e::{Server, marked_block, workspace_root};
+use queuelet_e2e::{Server, binary, marked_block, workspace_root};
 
 #[test]
 fn readme_quickstart_runs_against_a_real_server() {
@@ -33,6 +33,41 @@ fn readme_quickstart_runs_against_a_real_server() {
     let stats = &stdout[stats_at..];
     assert!(stats.contains("\"active\": 0"), "{stats}");
     assert!(stats.contains("\"inactive\": 0"), "{stats}");
+}
+
+#[test]
+fn readme_cli_example_runs_against_a_real_server() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let script = marked_block(&readme, "cli").expect("README has the cli block");
+    let server = Server::start(&[]);
+    let script = script.replace("http://127.0.0.1:8080", &server.url);
+    let bin_dir = binary("queuelet")
+        .parent()
+        .expect("the binary's folder")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "README cli example failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("queue invoices ready"), "{stdout}");
+    assert!(
+        stdout.contains("invoice 7 due") && stdout.contains("invoice 8 due"),
+        "{stdout}"
+    );
 }
 
 #[test]

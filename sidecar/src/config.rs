@@ -28,6 +28,8 @@ pub enum Command {
     /// Salvage every valid record of a damaged log (the server refuses to start on one),
     /// report what was dropped, and keep the damaged log beside the repaired one.
     Repair,
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

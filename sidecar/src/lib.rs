@@ -1,6 +1,7 @@
 //! queuelet: a durable message queue server (CMQ's model) with a native JSON API.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod compaction;
 pub mod config;

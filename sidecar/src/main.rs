@@ -1,10 +1,19 @@
 use clap::Parser;
-use queuelet::config::{Args, LogFormat};
+use queuelet::config::{Args, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Client(command)) = args.command {
+        return match queuelet::cli::run(command, &mut std::io::stdout().lock()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("queuelet: {error}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     let filter = EnvFilter::try_from_env("QUEUELET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
