@@ -2,6 +2,7 @@
 //! that run it. The controller that applies them is built next.
 
 pub mod build;
+pub mod controller;
 pub mod resource;
 
 use kube::CustomResourceExt;

@@ -466,12 +466,19 @@ fn crd_subcommand_prints_the_crd() {
 }
 
 #[test]
-fn without_a_subcommand_the_binary_says_the_controller_is_not_built() {
+fn without_a_cluster_the_controller_exits_with_a_clear_error() {
     let bin = env!("CARGO_BIN_EXE_queuelet-operator");
-    let output = Command::new(bin).output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(bin)
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("controller is not built yet"), "{stderr}");
+    assert!(stderr.contains("the controller stopped"), "{stderr}");
     let version = Command::new(bin).arg("--version").output().unwrap();
     assert!(version.status.success());
     assert_eq!(

@@ -1,0 +1,629 @@
+//! The reconcile loop against a mocked API server at the HTTP level: for each scenario,
+//! the exact requests the controller makes, in order, with what they carry, and what it
+//! does with the answers.
+
+mod api_server;
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use api_server::{ApiServer, Paths, SCENARIO_TIMEOUT, mock, stored};
+use http::{Method, StatusCode};
+use kube::runtime::controller::Action;
+use queuelet_operator::controller::{
+    Context, Error, PAUSED_ANNOTATION, PERMANENT_RETRY, RESYNC, error_policy, reconcile,
+};
+use queuelet_operator::resource::MessageQueue;
+use serde_json::{Value, json};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SELECTOR: &str = "app.kubernetes.io/component=queue-server,app.kubernetes.io/instance=orders,app.kubernetes.io/name=queuelet";
+const ENDPOINT: &str = "http://orders.shop.svc.cluster.local:8080";
+
+/// The minimal fixture (`orders` in `shop`) at generation 1.
+fn orders() -> MessageQueue {
+    let mut mq = common::fixture("minimal");
+    mq.metadata.generation = Some(1);
+    mq
+}
+
+fn paths() -> Paths {
+    Paths::new("shop", "orders")
+}
+
+/// What one reconcile returned, and what `error_policy` made of an error.
+struct Run {
+    result: Result<Action, Error>,
+    policy: Option<Action>,
+}
+
+/// Runs one reconcile of `mq` while `script` plays the API server, then checks that no
+/// request is left unanswered or unexpected; everything within `SCENARIO_TIMEOUT`.
+async fn scenario<F, Fut>(mq: MessageQueue, script: F) -> Run
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
+    // One scenario at a time: a reconcile's log lines go to the subscriber of the test
+    // that runs it, and tracing's per-callsite interest cache, shared by all threads,
+    // must be rebuilt for that subscriber without another test racing it.
+    let _serial = SERIAL.lock().await;
+    tracing::callsite::rebuild_interest_cache();
+    let (client, server) = mock();
+    // The script, then a check that nothing else is asked until the client is dropped:
+    // an unexpected request panics the task, which fails the reconcile at once.
+    let script = script(server);
+    let server = tokio::spawn(async move { script.await.done().await });
+    let mut ctx = Context::new(client, common::defaults(), Some("test-pod".into()));
+    ctx.new_token = || "generated-token".into();
+    let ctx = Arc::new(ctx);
+    let mq = Arc::new(mq);
+    let run = tokio::time::timeout(SCENARIO_TIMEOUT, async {
+        let result = reconcile(mq.clone(), ctx.clone()).await;
+        let policy = result
+            .as_ref()
+            .err()
+            .map(|err| error_policy(mq.clone(), err, ctx.clone()));
+        Run { result, policy }
+    })
+    .await;
+    drop(ctx);
+    match tokio::time::timeout(SCENARIO_TIMEOUT, server).await {
+        Err(_) => panic!("the API server script did not finish: a request it expects never came"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic.into_panic()),
+        Ok(Ok(())) => {}
+    }
+    run.expect("the reconcile finished in time")
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[track_caller]
+fn assert_condition(status: &Value, type_: &str, value: &str, reason: &str) {
+    let c = condition(status, type_);
+    assert_eq!(c["status"], value, "{type_}: {c}");
+    assert_eq!(c["reason"], reason, "{type_}: {c}");
+    assert_eq!(c["observedGeneration"], 1, "{type_}: {c}");
+    assert!(c["lastTransitionTime"].is_string(), "{type_}: {c}");
+}
+
+/// A StatefulSet as a GET returns it before this reconcile.
+fn existing_stateful_set(replicas: i32, generation: i64) -> Value {
+    stored(json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "orders", "namespace": "shop", "generation": generation},
+        "spec": {"replicas": replicas, "selector": {}, "template": {}},
+    }))
+}
+
+/// Answers the StatefulSet apply with the applied object, at `generation`, with `status`.
+async fn apply_stateful_set(server: &mut ApiServer, generation: i64, status: Value) -> Value {
+    let exchange = server.expect_apply(&paths().stateful_set()).await;
+    let applied = exchange.body.clone();
+    let mut answer = applied.clone();
+    answer["metadata"]["generation"] = json!(generation);
+    answer["status"] = status;
+    exchange.respond(StatusCode::OK, stored(answer));
+    applied
+}
+
+fn ready_stateful_set_status(replicas: i32, generation: i64) -> Value {
+    json!({
+        "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+        "availableReplicas": replicas, "observedGeneration": generation,
+        "currentRevision": "orders-7d9f", "updateRevision": "orders-7d9f",
+    })
+}
+
+/// Takes the status apply and checks it is a forced apply of a MessageQueue status.
+async fn status_patch(server: &mut ApiServer, mq: &MessageQueue) -> Value {
+    let exchange = server.expect_apply(&paths().status()).await;
+    let body = exchange.body.clone();
+    assert_eq!(body["apiVersion"], "queuelet.dev/v1alpha1");
+    assert_eq!(body["kind"], "MessageQueue");
+    assert!(body.get("spec").is_none(), "a status apply carries no spec");
+    let mut answer = serde_json::to_value(mq).unwrap();
+    answer["status"] = body["status"].clone();
+    exchange.respond(StatusCode::OK, stored(answer));
+    body["status"].clone()
+}
+
+#[tokio::test]
+async fn a_fresh_resource_gets_its_children_statefulset_last_and_a_pending_status() {
+    let mq = orders();
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        // Dereference: the credentials Secret to keep, the StatefulSet to compare with.
+        server.get_missing(&p.credentials_secret()).await;
+        server.get_missing(&p.stateful_set()).await;
+        // Apply, in order, StatefulSet last.
+        let config = server.apply(&p.config_map()).await;
+        assert_eq!(config["kind"], "ConfigMap");
+        assert_eq!(
+            config["metadata"]["ownerReferences"][0]["kind"],
+            "MessageQueue"
+        );
+        assert_eq!(config["metadata"]["ownerReferences"][0]["controller"], true);
+        let secret = server.apply(&p.credentials_secret()).await;
+        assert_eq!(secret["kind"], "Secret");
+        // A new token is generated (base64 of "generated-token").
+        assert_eq!(secret["data"]["token"], "Z2VuZXJhdGVkLXRva2Vu");
+        let headless = server.apply(&p.headless_service()).await;
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+        let client = server.apply(&p.client_service()).await;
+        assert_eq!(client["spec"]["type"], "ClusterIP");
+        // One replica: no budget; the controller checks none of its own is left over.
+        server.get_missing(&p.pod_disruption_budget()).await;
+        let sts = apply_stateful_set(&mut server, 1, json!(null)).await;
+        assert_eq!(sts["kind"], "StatefulSet");
+        assert_eq!(sts["spec"]["replicas"], 1);
+        assert!(
+            sts.get("status").is_none(),
+            "an apply never carries a status"
+        );
+        // A Normal event for the creation.
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Normal");
+        assert_eq!(event["reason"], "Created");
+        assert_eq!(event["regarding"]["kind"], "MessageQueue");
+        assert_eq!(event["regarding"]["name"], "orders");
+        assert_eq!(event["reportingController"], "queuelet-operator");
+        assert_eq!(event["reportingInstance"], "test-pod");
+        // One status write: pods not ready yet.
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["observedGeneration"], 1);
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["replicas"], 0);
+        assert_eq!(status["readyReplicas"], 0);
+        assert_eq!(status["selector"], SELECTOR);
+        assert_eq!(status["endpoint"], ENDPOINT);
+        assert_eq!(status["credentialsSecret"], "orders-credentials");
+        assert_condition(&status, "Ready", "False", "ReplicasNotReady");
+        assert_condition(&status, "Progressing", "True", "RollingOut");
+        assert_condition(&status, "Degraded", "False", "AsExpected");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+}
+
+/// The status `reconcile` computes for `orders` with its one pod ready, with transition
+/// times from long ago and queue counts written by someone else.
+fn running_status() -> Value {
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({
+            "type": type_, "status": status, "reason": reason, "message": message,
+            "observedGeneration": 1, "lastTransitionTime": "2025-06-01T12:00:00Z",
+        })
+    };
+    json!({
+        "observedGeneration": 1,
+        "replicas": 1,
+        "readyReplicas": 1,
+        "selector": SELECTOR,
+        "phase": "Running",
+        "endpoint": ENDPOINT,
+        "credentialsSecret": "orders-credentials",
+        "conditions": [
+            condition("Ready", "True", "AllReplicasReady", "1/1 queue pods ready"),
+            condition("Progressing", "False", "RolloutComplete", "every queue pod runs the current configuration"),
+            condition("Degraded", "False", "AsExpected", "every child object is applied"),
+        ],
+        "queues": [{"name": "orders", "active": 3, "inactive": 1, "delayed": 0}],
+    })
+}
+
+#[tokio::test]
+async fn an_up_to_date_resource_keeps_its_token_and_writes_no_status() {
+    let mut mq = orders();
+    mq.status = Some(serde_json::from_value(running_status()).unwrap());
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server
+            .get(
+                &p.credentials_secret(),
+                stored(json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "orders-credentials", "namespace": "shop"},
+                    "data": {"token": "a2VwdC10b2tlbg=="},
+                })),
+            )
+            .await;
+        server
+            .get(&p.stateful_set(), existing_stateful_set(1, 1))
+            .await;
+        server.apply(&p.config_map()).await;
+        let secret = server.apply(&p.credentials_secret()).await;
+        assert_eq!(
+            secret["data"]["token"], "a2VwdC10b2tlbg==",
+            "the existing token is kept, never rotated"
+        );
+        server.apply(&p.headless_service()).await;
+        server.apply(&p.client_service()).await;
+        server.get_missing(&p.pod_disruption_budget()).await;
+        apply_stateful_set(&mut server, 1, ready_stateful_set_status(1, 1)).await;
+        // Same generation: no event; same status: no status write (`done` checks).
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn a_conflict_on_a_child_degrades_the_resource_with_a_warning_and_requeues() {
+    let mq = orders();
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server.get_missing(&p.stateful_set()).await;
+        server.expect_apply(&p.config_map()).await.fail(
+            409,
+            "Conflict",
+            "Apply failed with 1 conflict: conflict with \"helm\": .data.queuelet.toml",
+        );
+        // No further child is applied; the status says why.
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Degraded");
+        assert_condition(&status, "Degraded", "True", "Conflict");
+        let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+        assert!(
+            message.contains("ConfigMap orders-config") && message.contains("helm"),
+            "{message}"
+        );
+        assert_condition(&status, "Progressing", "False", "Conflict");
+        assert_condition(&status, "Ready", "False", "ReconcileFailed");
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "Conflict");
+        assert_eq!(event["regarding"]["name"], "orders");
+        assert!(event["note"].as_str().unwrap().contains("orders-config"));
+        server
+    })
+    .await;
+    let err = run.result.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert_eq!(err.reason(), "Conflict");
+    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+}
+
+#[tokio::test]
+async fn a_forbidden_statefulset_apply_degrades_the_resource() {
+    let mq = orders();
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server.get_missing(&p.stateful_set()).await;
+        for path in [
+            p.config_map(),
+            p.credentials_secret(),
+            p.headless_service(),
+            p.client_service(),
+        ] {
+            server.apply(&path).await;
+        }
+        server.get_missing(&p.pod_disruption_budget()).await;
+        server.expect_apply(&p.stateful_set()).await.fail(
+            403,
+            "Forbidden",
+            "statefulsets.apps is forbidden: User cannot patch resource",
+        );
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Degraded");
+        assert_condition(&status, "Degraded", "True", "Forbidden");
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "Forbidden");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap_err().reason(), "Forbidden");
+    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_with_backoff_without_touching_the_status() {
+    let run = scenario(orders(), |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server.expect(Method::GET, &p.stateful_set()).await.fail(
+            500,
+            "InternalError",
+            "etcd timed out",
+        );
+        // Transient: no status write, no event (`done` checks).
+        server
+    })
+    .await;
+    let err = run.result.unwrap_err();
+    assert!(!err.is_permanent(), "{err}");
+    assert_eq!(
+        run.policy,
+        Some(Action::requeue(queuelet_operator::controller::BACKOFF_BASE))
+    );
+}
+
+#[tokio::test]
+async fn a_paused_resource_applies_nothing_and_says_so() {
+    let mut mq = orders();
+    mq.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(PAUSED_ANNOTATION.into(), "true".into());
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        // Only reads: the StatefulSet, to report what runs.
+        server
+            .get(&p.stateful_set(), {
+                let mut sts = existing_stateful_set(1, 1);
+                sts["status"] = ready_stateful_set_status(1, 1);
+                sts
+            })
+            .await;
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_condition(&status, "Progressing", "False", "Paused");
+        let message = condition(&status, "Progressing")["message"]
+            .as_str()
+            .unwrap();
+        assert!(message.contains(PAUSED_ANNOTATION), "{message}");
+        assert_condition(&status, "Ready", "True", "AllReplicasReady");
+        assert_eq!(status["readyReplicas"], 1);
+        assert_eq!(status["phase"], "Running");
+        // The spec was not acted on: no observedGeneration claimed.
+        assert!(status.get("observedGeneration").is_none(), "{status}");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_user_secret_without_a_token_degrades_the_resource_and_applies_nothing() {
+    let mut mq = orders();
+    mq.spec.auth = Some(queuelet_operator::resource::Auth {
+        secret_name: Some("my-token".into()),
+    });
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server
+            .get(
+                &p.secret("my-token"),
+                stored(json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "my-token", "namespace": "shop"},
+                    "data": {"password": "aHVudGVyMg=="},
+                })),
+            )
+            .await;
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Degraded");
+        assert_eq!(status["credentialsSecret"], "my-token");
+        assert_condition(&status, "Degraded", "True", "SecretMissingToken");
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "SecretMissingToken");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap_err().reason(), "SecretMissingToken");
+    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+}
+
+#[tokio::test]
+async fn scaling_up_applies_a_budget_and_announces_the_scale() {
+    let mut mq = orders();
+    mq.spec.replicas = 3;
+    mq.metadata.generation = Some(2);
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server
+            .get(&p.stateful_set(), existing_stateful_set(1, 1))
+            .await;
+        for path in [
+            p.config_map(),
+            p.credentials_secret(),
+            p.headless_service(),
+            p.client_service(),
+        ] {
+            server.apply(&path).await;
+        }
+        let pdb = server.apply(&p.pod_disruption_budget()).await;
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        let sts = apply_stateful_set(&mut server, 2, ready_stateful_set_status(1, 1)).await;
+        assert_eq!(sts["spec"]["replicas"], 3);
+        let event = server.event("shop").await;
+        assert_eq!(event["reason"], "Scaled");
+        assert!(
+            event["note"].as_str().unwrap().contains("from 1 to 3"),
+            "{event}"
+        );
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(
+            condition(&status, "Ready")["message"],
+            "1/3 queue pods ready"
+        );
+        assert_eq!(condition(&status, "Progressing")["status"], "True");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+}
+
+fn pod_disruption_budget(owner_uid: &str) -> Value {
+    stored(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": "orders", "namespace": "shop", "uid": "pdb-uid",
+            "ownerReferences": [{
+                "apiVersion": "queuelet.dev/v1alpha1", "kind": "MessageQueue", "name": "orders",
+                "uid": owner_uid, "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": {"maxUnavailable": 1},
+    }))
+}
+
+/// Runs a reconcile of `orders` scaled from 3 to 1 replica while a budget named like it
+/// exists, owned by `budget_owner`; `delete` says whether the budget must be deleted.
+async fn scale_to_one_with_a_budget_owned_by(budget_owner: &'static str, delete: bool) {
+    let mut mq = orders();
+    mq.metadata.generation = Some(2);
+    let script_mq = mq.clone();
+    let run = scenario(mq, move |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server
+            .get(&p.stateful_set(), existing_stateful_set(3, 1))
+            .await;
+        for path in [
+            p.config_map(),
+            p.credentials_secret(),
+            p.headless_service(),
+            p.client_service(),
+        ] {
+            server.apply(&path).await;
+        }
+        server
+            .get(
+                &p.pod_disruption_budget(),
+                pod_disruption_budget(budget_owner),
+            )
+            .await;
+        if delete {
+            let exchange = server
+                .expect(Method::DELETE, &p.pod_disruption_budget())
+                .await;
+            assert_eq!(
+                exchange.body["preconditions"]["uid"], "pdb-uid",
+                "the delete is preconditioned on the budget that was read"
+            );
+            let answer = pod_disruption_budget(budget_owner);
+            exchange.respond(StatusCode::OK, answer);
+        }
+        apply_stateful_set(&mut server, 2, ready_stateful_set_status(1, 2)).await;
+        let event = server.event("shop").await;
+        assert_eq!(event["reason"], "Scaled");
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Running");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn scaling_to_one_replica_deletes_the_budget_it_owns() {
+    // The fixture's uid.
+    scale_to_one_with_a_budget_owned_by("6f1d1c9e-0000-4000-8000-000000000001", true).await;
+}
+
+#[tokio::test]
+async fn a_budget_of_someone_else_with_the_same_name_is_left_alone() {
+    scale_to_one_with_a_budget_owned_by("someone-elses-uid", false).await;
+}
+
+#[tokio::test]
+async fn a_statefulset_controlled_by_another_object_is_not_taken_over() {
+    let mq = orders();
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        let mut foreign = existing_stateful_set(2, 5);
+        foreign["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy-orders",
+            "uid": "other-uid", "controller": true,
+        }]);
+        server.get(&p.stateful_set(), foreign).await;
+        // Nothing is applied.
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_condition(&status, "Degraded", "True", "OwnedByAnother");
+        let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+        assert!(message.contains("Deployment legacy-orders"), "{message}");
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "OwnedByAnother");
+        server
+    })
+    .await;
+    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+}
+
+/// Log lines written by the current thread, as JSON.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_reconcile_names_the_resource() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter("queuelet_operator=debug")
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime runs on this thread only, so the thread default sees every line.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let run = scenario(orders(), |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server.get_missing(&p.stateful_set()).await;
+        server
+            .expect_apply(&p.config_map())
+            .await
+            .fail(409, "Conflict", "conflict");
+        server
+            .expect_apply(&p.status())
+            .await
+            .fail(500, "InternalError", "status write failed");
+        server.event("shop").await;
+        server
+    })
+    .await;
+    assert!(run.result.is_err());
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    for line in &lines {
+        let fields = [&line["span"], &line["fields"]];
+        let names = |key: &str| fields.iter().any(|f| f[key].is_string());
+        assert!(
+            names("namespace") && names("name"),
+            "a log line without namespace/name: {line}"
+        );
+        let namespace = fields.iter().find_map(|f| f["namespace"].as_str());
+        assert_eq!(namespace, Some("shop"), "{line}");
+    }
+}
