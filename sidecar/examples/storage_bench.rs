@@ -238,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
         stats.active,
         elapsed.as_secs_f64()
     );
-    let round = compact_once(&engine, &store).await?;
+    let round = compact_once(&engine, &store, &mut Default::default()).await?;
     println!(
         "checkpoint of {} messages: every queue paused for {:.1} ms",
         stats.active,

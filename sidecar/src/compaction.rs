@@ -5,7 +5,7 @@
 //! 3. copies the live messages out of sparse older segments to the end of the log, so
 //!    the next round can remove those segments too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,15 @@ fn due(engine: &Engine, store: &Store, stuck: &HashMap<u32, SegmentUse>) -> bool
     })
 }
 
-pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result<Round> {
+/// One round. `unused` carries, from one round to the next, the segments found holding no
+/// message: a segment is removed only when two rounds in a row find it unused, so a send
+/// whose record is written but not yet marked stored in the engine (its task not yet
+/// scheduled) cannot lose its segment in between.
+pub async fn compact_once(
+    engine: &Engine,
+    store: &Arc<Store>,
+    unused: &mut HashSet<u32>,
+) -> anyhow::Result<Round> {
     let started = Instant::now();
     let (snapshot, mark) = engine.capture();
     let pause = started.elapsed();
@@ -73,13 +81,18 @@ pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result
     let active = segments.last().copied().unwrap_or(position.segment);
     let usage = engine.segment_use();
     let mut removed = Vec::new();
-    for &id in segments
+    let now_unused: HashSet<u32> = segments
         .iter()
-        .filter(|id| **id < position.segment && !usage.contains_key(id))
-    {
+        .copied()
+        .filter(|id| *id < position.segment && !usage.contains_key(id))
+        .collect();
+    for &id in now_unused.intersection(unused) {
         store.remove_segment(id)?;
         removed.push(id);
     }
+    removed.sort_unstable();
+    *unused = now_unused;
+    unused.retain(|id| !removed.contains(id));
     let mut copied = 0;
     let mut stuck = Vec::new();
     for &id in segments
@@ -108,6 +121,7 @@ pub async fn compact_once(engine: &Engine, store: &Arc<Store>) -> anyhow::Result
 /// Runs rounds every `every` until `stop`.
 pub async fn run(engine: Arc<Engine>, store: Arc<Store>, every: Duration, stop: CancellationToken) {
     let mut stuck: HashMap<u32, SegmentUse> = HashMap::new();
+    let mut unused = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -116,7 +130,7 @@ pub async fn run(engine: Arc<Engine>, store: Arc<Store>, every: Duration, stop: 
         if !due(&engine, &store, &stuck) {
             continue;
         }
-        match compact_once(&engine, &store).await {
+        match compact_once(&engine, &store, &mut unused).await {
             Ok(round) => {
                 let usage = engine.segment_use();
                 stuck.retain(|id, _| usage.contains_key(id));
