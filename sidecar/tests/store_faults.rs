@@ -467,7 +467,8 @@ async fn crash_round(seed: u64, durability: Durability, torn: bool) -> CrashRoun
     assert!(replayed.is_empty());
     let store = Arc::new(store);
     let next_id = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(Mutex::new(Vec::<(u64, BodyLoc)>::new()));
+    // Acknowledged appends, one list of (id, location) per request.
+    let acked = Arc::new(Mutex::new(Vec::<Vec<(u64, BodyLoc)>>::new()));
     let mut appenders = JoinSet::new();
     for _ in 0..12 {
         let (store, next_id, acked) = (store.clone(), next_id.clone(), acked.clone());
@@ -481,10 +482,11 @@ async fn crash_round(seed: u64, durability: Durability, torn: bool) -> CrashRoun
                 match store.append(records).await {
                     Ok(locs) => {
                         assert_eq!(locs.len(), ids.len());
-                        acked.lock().extend(
+                        acked.lock().push(
                             ids.iter()
                                 .zip(locs)
-                                .map(|(&id, loc)| (id, loc.expect("stored body"))),
+                                .map(|(&id, loc)| (id, loc.expect("stored body")))
+                                .collect(),
                         );
                     }
                     Err(_) => return,
@@ -493,7 +495,7 @@ async fn crash_round(seed: u64, durability: Durability, torn: bool) -> CrashRoun
         });
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while acked.lock().len() < 10 {
+    while acked.lock().iter().map(Vec::len).sum::<usize>() < 10 {
         assert!(
             Instant::now() < deadline,
             "seed {seed}: appends are not acknowledged"
@@ -527,32 +529,43 @@ async fn crash_round(seed: u64, durability: Durability, torn: bool) -> CrashRoun
     }
     check_bodies(&store, &replayed);
     let mut lost = 0;
-    for (id, loc) in &acked {
+    for request in &acked {
+        // A request's records share one segment and are kept or dropped together: they
+        // survive exactly when the request's last frame wholly reached the disk.
+        let Some(&(_, last)) = request.last() else {
+            continue;
+        };
         let image = images
-            .get(&segment_path(&log_dir, loc.segment))
+            .get(&segment_path(&log_dir, last.segment))
             .copied()
             .expect("every segment was written through the fault fs");
-        assert!(frame_end(loc) <= image.written);
-        if durability == Durability::Fsync {
-            assert!(
-                frame_end(loc) <= image.synced,
-                "seed {seed}: record {id} was acknowledged before it was synced"
+        let survives = frame_end(&last) <= image.kept;
+        for (id, loc) in request {
+            assert_eq!(
+                loc.segment, last.segment,
+                "seed {seed}: a request spans segments"
             );
+            assert!(frame_end(loc) <= image.written);
+            if durability == Durability::Fsync {
+                assert!(
+                    frame_end(loc) <= image.synced,
+                    "seed {seed}: record {id} was acknowledged before it was synced"
+                );
+            }
+            assert_eq!(
+                seen.contains(id),
+                survives,
+                "seed {seed}: record {id} at {loc:?} (request ending at {}), disk kept {image:?}",
+                frame_end(&last)
+            );
+            lost += usize::from(!survives);
         }
-        // A record survives exactly when its whole frame reached the disk.
-        let survives = frame_end(loc) <= image.kept;
-        assert_eq!(
-            seen.contains(id),
-            survives,
-            "seed {seed}: record {id} at {loc:?}, disk kept {image:?}"
-        );
-        lost += usize::from(!survives);
     }
     // Recovery left the log appendable.
     let loc = append_one(&store, u64::MAX / 2).await;
     assert!(loc.is_ok(), "seed {seed}: append after recovery: {loc:?}");
     CrashRound {
-        acked: acked.len(),
+        acked: acked.iter().map(Vec::len).sum(),
         lost,
         unsynced_at_crash: images.values().any(|i| i.written > i.synced),
     }
