@@ -880,3 +880,15 @@ impl QueueState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-message index entry stays small: the memory target is ≤ 128 bytes per
+    /// queued message, ring slot and ready-set entry included.
+    #[test]
+    fn a_queued_message_slot_takes_64_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Message>>(), 64);
+    }
+}

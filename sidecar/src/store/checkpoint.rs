@@ -31,10 +31,7 @@ fn put_message(w: &mut Writer<'_>, m: &MessageSnapshot) {
         }
         BodyRef::Bytes(bytes) => {
             w.u8(1);
-            w.u8(m.tags.len().min(255) as u8);
-            for tag in m.tags.iter().take(255) {
-                w.string(tag);
-            }
+            w.tags(&m.tags);
             w.bytes(bytes);
         }
     }
@@ -56,8 +53,7 @@ fn get_message(r: &mut Reader<'_>) -> Option<MessageSnapshot> {
             Vec::new(),
         ),
         1 => {
-            let n = r.u8()?;
-            let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+            let tags = r.tags()?;
             (
                 BodyRef::Bytes(bytes::Bytes::copy_from_slice(r.bytes()?)),
                 tags,

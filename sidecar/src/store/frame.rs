@@ -115,6 +115,13 @@ impl Writer<'_> {
     pub(super) fn string(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
+    /// A message's tags: a count (at most 255 are kept), then each string.
+    pub(super) fn tags(&mut self, tags: &[String]) {
+        self.u8(tags.len().min(255) as u8);
+        for tag in tags.iter().take(255) {
+            self.string(tag);
+        }
+    }
     pub(super) fn seqs(&mut self, v: &[u64]) {
         self.u32(v.len() as u32);
         for s in v {
@@ -161,6 +168,10 @@ impl<'a> Reader<'a> {
     }
     pub(super) fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+    pub(super) fn tags(&mut self) -> Option<Vec<String>> {
+        let n = self.u8()?;
+        (0..n).map(|_| self.string()).collect()
     }
     pub(super) fn seqs(&mut self) -> Option<Vec<u64>> {
         let n = self.u32()? as usize;
@@ -238,10 +249,7 @@ pub fn encode(record: &Record, lsn: u64, more: bool, out: &mut Vec<u8>) -> Optio
             w.u64(*seq);
             w.u64(*enqueued_ms);
             w.u64(*visible_at_ms);
-            w.u8(tags.len().min(255) as u8);
-            for tag in tags.iter().take(255) {
-                w.string(tag);
-            }
+            w.tags(tags);
             let bytes: &[u8] = match body {
                 BodyRef::Bytes(bytes) => bytes,
                 BodyRef::Stored(_) => &[],
@@ -329,8 +337,7 @@ pub fn decode_stored(frame: &[u8]) -> Option<(Bytes, Vec<String>)> {
     let mut r = Reader::new(payload);
     r.bytes()?; // queue
     r.take(24)?; // seq, enqueued, visible at
-    let n = r.u8()?;
-    let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+    let tags = r.tags()?;
     let body = r.bytes()?;
     r.done().then(|| (Bytes::copy_from_slice(body), tags))
 }
@@ -360,8 +367,7 @@ pub fn decode(kind: u8, payload: &[u8], frame: BodyLoc) -> Option<Record> {
             let seq = r.u64()?;
             let enqueued_ms = r.u64()?;
             let visible_at_ms = r.u64()?;
-            let n = r.u8()?;
-            let tags = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+            let tags = r.tags()?;
             r.bytes()?;
             Record::Enqueued {
                 queue,

@@ -2,12 +2,11 @@
 //! own data directory, and waits until it is ready.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Server {
     pub url: String,
@@ -80,23 +79,7 @@ impl Server {
 
     /// Polls `/readyz` until it answers 200.
     pub fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let address = self.url.trim_start_matches("http://").to_string();
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(&address) {
-                let _ = write!(
-                    stream,
-                    "GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-                );
-                let mut response = String::new();
-                let _ = stream.read_to_string(&mut response);
-                if response.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("queuelet at {} not ready after {timeout:?}", self.url);
+        queuelet_e2e::wait_ready(&self.url, timeout);
     }
 
     pub fn client(&self) -> queuelet::client::Client {
