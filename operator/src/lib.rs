@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod leader;
 pub mod resource;
 
 use kube::CustomResourceExt;
