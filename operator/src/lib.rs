@@ -1,9 +1,12 @@
-//! queuelet-operator: the `MessageQueue` resource and the pure builders of the objects
-//! that run it. The controller that applies them is built next.
+//! queuelet-operator: the `MessageQueue` resource, the pure builders of the objects that
+//! run it, the controller that applies them, and the process around it (leader
+//! election, metrics and health over HTTP).
 
 pub mod build;
 pub mod controller;
+pub mod http;
 pub mod leader;
+pub mod metrics;
 pub mod resource;
 
 use kube::CustomResourceExt;

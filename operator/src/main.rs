@@ -1,8 +1,10 @@
 //! queuelet-operator: reconciles MessageQueue resources into StatefulSets running the
 //! queuelet server. Flags and wiring only; the pipeline lives in `controller`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use futures::StreamExt;
@@ -13,7 +15,10 @@ use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, Resource};
 use queuelet_operator::build::{Defaults, LABEL_MANAGED_BY, MANAGER};
 use queuelet_operator::controller::{Context, error_policy, reconcile};
+use queuelet_operator::http::{self, Health};
+use queuelet_operator::leader::{LeaderElector, LeaseConfig};
 use queuelet_operator::resource::MessageQueue;
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator for queuelet message queues.
@@ -41,11 +46,17 @@ struct RunArgs {
     #[arg(long, global = true, env = "QUEUELET_IMAGE", default_value_t = Defaults::default().image)]
     image: String,
 
-    /// Watch only this namespace (default: every namespace).
-    #[arg(long, global = true, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: every namespace).
+    #[arg(
+        long,
+        global = true,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        num_args = 0..
+    )]
+    watch_namespaces: Vec<String>,
 
-    /// The cluster's DNS domain, used in status.endpoint.
+    /// The cluster's DNS domain, used in status.endpoint and to reach the queue pods.
     #[arg(
         long,
         global = true,
@@ -54,7 +65,7 @@ struct RunArgs {
     )]
     cluster_domain: String,
 
-    /// MessageQueues reconciled at the same time (0: no limit).
+    /// MessageQueues reconciled at the same time, per watched namespace (0: no limit).
     #[arg(
         long,
         global = true,
@@ -62,6 +73,31 @@ struct RunArgs {
         default_value_t = 8
     )]
     concurrency: u16,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, global = true, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+
+    /// Reconcile only while holding a Lease, so several replicas can run.
+    #[arg(long, global = true, env = "LEADER_ELECT")]
+    leader_elect: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        global = true,
+        env = "LEASE_NAME",
+        default_value = "queuelet-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, global = true, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+
+    /// This replica's identity in the Lease and in events (its pod name).
+    #[arg(long, global = true, env = "POD_NAME")]
+    identity: Option<String>,
 
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "LOG_JSON")]
@@ -112,7 +148,7 @@ fn init_logs(json: bool) {
     }
 }
 
-/// An Api over every namespace, or over the watched one.
+/// An Api over every namespace (`None`), or over one.
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -123,36 +159,156 @@ where
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), kube::Error> {
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await?;
-    let ns = args.namespace.as_deref();
     let defaults = Defaults {
-        image: args.image,
-        cluster_domain: args.cluster_domain,
+        image: args.image.clone(),
+        cluster_domain: args.cluster_domain.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
         defaults,
-        std::env::var("POD_NAME").ok(),
-    ));
+        args.identity.clone(),
+    )?);
+    let health = Health {
+        metrics: ctx.metrics.clone(),
+        ready: Arc::default(),
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(http::serve(args.http_addr, health.clone(), async {
+        let _ = http_stopped.await;
+    }));
+
+    let result = if args.leader_elect {
+        lead_then_run(&args, client, ctx, &health).await
+    } else {
+        health.metrics.leader.set(1);
+        health.ready.store(true, Ordering::Release);
+        run_controllers(&args, &client, ctx).await;
+        Ok(())
+    };
+    let _ = stop_http.send(());
+    match http.await {
+        Ok(Err(err)) => tracing::warn!(error = %err, "the HTTP endpoints stopped"),
+        Err(err) => tracing::warn!(error = %err, "the HTTP task failed"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("shut down");
+    result
+}
+
+/// Waits for the leader Lease (ready meanwhile, as a standby), then runs the controllers
+/// while leading. Losing the Lease ends the process with an error, so that a restart
+/// starts clean rather than racing the new leader; a shutdown signal releases the Lease
+/// so a standby takes over at once.
+async fn lead_then_run(
+    args: &RunArgs,
+    client: Client,
+    ctx: Arc<Context>,
+    health: &Health,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let identity = args
+        .identity
+        .clone()
+        .ok_or("--leader-elect needs this replica's identity: set POD_NAME or --identity")?;
+    let config = LeaseConfig::new(&args.lease_namespace, &args.lease_name, identity);
+    let elector = Arc::new(LeaderElector::new(client.clone(), config));
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.run(leading_tx).await }
+    });
+    health.ready.store(true, Ordering::Release);
+
+    // Some(true): leading; Some(false): the election ended; None: asked to stop.
+    let first = tokio::select! {
+        became = leading.wait_for(|leads| *leads) => Some(became.is_ok()),
+        () = shutdown_signal() => None,
+    };
+    let outcome = match first {
+        None => Ok(()),
+        Some(false) => Err("the leader election stopped".into()),
+        Some(true) => {
+            health.metrics.leader.set(1);
+            tracing::info!(lease = %args.lease_name, "leading: starting the controllers");
+            tokio::select! {
+                () = run_controllers(args, &client, ctx) => Ok(()),
+                _ = leading.wait_for(|leads| !*leads) => {
+                    Err("lost the leader Lease: exiting so that a restart starts clean".into())
+                }
+            }
+        }
+    };
+    health.metrics.leader.set(0);
+    if let Err(err) = elector.release().await {
+        tracing::warn!(error = %err, "could not release the leader Lease");
+    }
+    election.abort();
+    outcome
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// One Controller per watched namespace (or one over all), until a shutdown signal.
+async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
+    let scopes: Vec<Option<&str>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
+    };
     tracing::info!(
-        namespace = ns.unwrap_or("<all>"),
+        namespaces = ?args.watch_namespaces,
         image = %ctx.defaults.image,
         "starting the MessageQueue controller"
     );
+    let controllers = scopes
+        .into_iter()
+        .map(|ns| controller_for(client, ns, args.concurrency, ctx.clone()));
+    futures::future::join_all(controllers).await;
+}
 
+async fn controller_for(client: &Client, ns: Option<&str>, concurrency: u16, ctx: Arc<Context>) {
     // Only the operator's own children: never cache every Secret of the cluster.
     let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     Controller::new(
-        scoped::<MessageQueue>(&client, ns),
+        scoped::<MessageQueue>(client, ns),
         watcher::Config::default().any_semantic(),
     )
-    .owns(scoped::<StatefulSet>(&client, ns), children.clone())
-    .owns(scoped::<Service>(&client, ns), children.clone())
-    .owns(scoped::<ConfigMap>(&client, ns), children.clone())
-    .owns(scoped::<Secret>(&client, ns), children.clone())
-    .owns(scoped::<PodDisruptionBudget>(&client, ns), children)
-    .with_config(controller::Config::default().concurrency(args.concurrency))
+    .owns(scoped::<StatefulSet>(client, ns), children.clone())
+    .owns(scoped::<Service>(client, ns), children.clone())
+    .owns(scoped::<ConfigMap>(client, ns), children.clone())
+    .owns(scoped::<Secret>(client, ns), children.clone())
+    .owns(scoped::<PodDisruptionBudget>(client, ns), children)
+    .with_config(controller::Config::default().concurrency(concurrency))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
@@ -162,6 +318,4 @@ async fn run(args: RunArgs) -> Result<(), kube::Error> {
         }
     })
     .await;
-    tracing::info!("shut down");
-    Ok(())
 }

@@ -11,8 +11,13 @@ use std::sync::Arc;
 use api_server::{ApiServer, Paths, SCENARIO_TIMEOUT, mock, stored};
 use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
+use queuelet::api::model::ReceiveRequest;
+use queuelet::client::Client as QueueClient;
+use queuelet::engine::QueueAttributes;
+use queuelet_e2e::Server;
 use queuelet_operator::controller::{
-    Context, Error, PAUSED_ANNOTATION, PERMANENT_RETRY, RESYNC, error_policy, reconcile,
+    Context, DRAIN_POLL, EXPANSION_POLL, Error, PAUSED_ANNOTATION, PERMANENT_RETRY, RESYNC,
+    error_policy, reconcile,
 };
 use queuelet_operator::resource::MessageQueue;
 use serde_json::{Value, json};
@@ -21,6 +26,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SELECTOR: &str = "app.kubernetes.io/component=queue-server,app.kubernetes.io/instance=orders,app.kubernetes.io/name=queuelet";
 const ENDPOINT: &str = "http://orders.shop.svc.cluster.local:8080";
+/// Where a queue pod that does not exist "listens": nothing does on port 1.
+const NO_POD: &str = "http://127.0.0.1:1";
 
 /// The minimal fixture (`orders` in `shop`) at generation 1.
 fn orders() -> MessageQueue {
@@ -46,6 +53,16 @@ where
     F: FnOnce(ApiServer) -> Fut,
     Fut: Future<Output = ApiServer> + Send + 'static,
 {
+    scenario_with_pods(mq, &[], script).await
+}
+
+/// `scenario`, with the queue pods at `pods` (by ordinal; any other ordinal refuses
+/// connections, like a pod that is not there).
+async fn scenario_with_pods<F, Fut>(mq: MessageQueue, pods: &[&Server], script: F) -> Run
+where
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
     // One scenario at a time: a reconcile's log lines go to the subscriber of the test
     // that runs it, and tracing's per-callsite interest cache, shared by all threads,
     // must be rebuilt for that subscriber without another test racing it.
@@ -56,8 +73,16 @@ where
     // an unexpected request panics the task, which fails the reconcile at once.
     let script = script(server);
     let server = tokio::spawn(async move { script.await.done().await });
-    let mut ctx = Context::new(client, common::defaults(), Some("test-pod".into()));
+    let mut ctx = Context::new(client, common::defaults(), Some("test-pod".into()))
+        .expect("an HTTP client for the queue pods");
     ctx.new_token = || "generated-token".into();
+    let urls: Vec<String> = pods.iter().map(|pod| pod.url.clone()).collect();
+    ctx.sidecars.pod_url = Arc::new(move |_, ordinal| {
+        usize::try_from(ordinal)
+            .ok()
+            .and_then(|i| urls.get(i).cloned())
+            .unwrap_or_else(|| NO_POD.into())
+    });
     let ctx = Arc::new(ctx);
     let mq = Arc::new(mq);
     let run = tokio::time::timeout(SCENARIO_TIMEOUT, async {
@@ -76,6 +101,55 @@ where
         Ok(Ok(())) => {}
     }
     run.expect("the reconcile finished in time")
+}
+
+/// A real queue server standing in for a queue pod, whose queue `orders` holds `visible`
+/// messages and `in_flight` received ones.
+async fn queue_pod(visible: usize, in_flight: usize) -> Server {
+    let server = Server::start(&[]);
+    let client = QueueClient::new(&server.url).expect("the pod's URL");
+    client
+        .create_queue("orders", &QueueAttributes::default())
+        .await
+        .expect("create the queue");
+    for i in 0..visible + in_flight {
+        client
+            .send_text("orders", &format!("message {i}"))
+            .await
+            .expect("send");
+    }
+    if in_flight > 0 {
+        let request = ReceiveRequest {
+            max: Some(in_flight),
+            wait_seconds: Some(0),
+            encoding: Default::default(),
+        };
+        let received = client.receive("orders", &request).await.expect("receive");
+        assert_eq!(received.len(), in_flight);
+    }
+    server
+}
+
+/// Receives and deletes every visible message of `orders` on `pod`.
+async fn empty(pod: &Server) {
+    let client = QueueClient::new(&pod.url).expect("the pod's URL");
+    let request = ReceiveRequest {
+        max: Some(16),
+        wait_seconds: Some(0),
+        encoding: Default::default(),
+    };
+    loop {
+        let received = client.receive("orders", &request).await.expect("receive");
+        if received.is_empty() {
+            return;
+        }
+        for message in received {
+            client
+                .delete("orders", &message.receipt_handle)
+                .await
+                .expect("delete");
+        }
+    }
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -198,8 +272,8 @@ async fn a_fresh_resource_gets_its_children_statefulset_last_and_a_pending_statu
     assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
 }
 
-/// The status `reconcile` computes for `orders` with its one pod ready, with transition
-/// times from long ago and queue counts written by someone else.
+/// The status `reconcile` computes for `orders` with its one pod ready and holding three
+/// visible messages and one in flight, with transition times from long ago.
 fn running_status() -> Value {
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({
@@ -228,7 +302,9 @@ fn running_status() -> Value {
 async fn an_up_to_date_resource_keeps_its_token_and_writes_no_status() {
     let mut mq = orders();
     mq.status = Some(serde_json::from_value(running_status()).unwrap());
-    let run = scenario(mq, |mut server| async move {
+    // The pod's counts are those the status already shows.
+    let pod = queue_pod(3, 1).await;
+    let run = scenario_with_pods(mq, &[&pod], |mut server| async move {
         let p = paths();
         server
             .get(
@@ -487,44 +563,54 @@ async fn scale_to_one_with_a_budget_owned_by(budget_owner: &'static str, delete:
     let mut mq = orders();
     mq.metadata.generation = Some(2);
     let script_mq = mq.clone();
-    let run = scenario(mq, move |mut server| async move {
-        let p = paths();
-        server.get_missing(&p.credentials_secret()).await;
-        server
-            .get(&p.stateful_set(), existing_stateful_set(3, 1))
-            .await;
-        for path in [
-            p.config_map(),
-            p.credentials_secret(),
-            p.headless_service(),
-            p.client_service(),
-        ] {
-            server.apply(&path).await;
-        }
-        server
-            .get(
-                &p.pod_disruption_budget(),
-                pod_disruption_budget(budget_owner),
-            )
-            .await;
-        if delete {
-            let exchange = server
-                .expect(Method::DELETE, &p.pod_disruption_budget())
+    // The leaving pods are empty: the scale-down goes ahead at once.
+    let pods = [
+        queue_pod(0, 0).await,
+        queue_pod(0, 0).await,
+        queue_pod(0, 0).await,
+    ];
+    let run = scenario_with_pods(
+        mq,
+        &[&pods[0], &pods[1], &pods[2]],
+        move |mut server| async move {
+            let p = paths();
+            server.get_missing(&p.credentials_secret()).await;
+            server
+                .get(&p.stateful_set(), existing_stateful_set(3, 1))
                 .await;
-            assert_eq!(
-                exchange.body["preconditions"]["uid"], "pdb-uid",
-                "the delete is preconditioned on the budget that was read"
-            );
-            let answer = pod_disruption_budget(budget_owner);
-            exchange.respond(StatusCode::OK, answer);
-        }
-        apply_stateful_set(&mut server, 2, ready_stateful_set_status(1, 2)).await;
-        let event = server.event("shop").await;
-        assert_eq!(event["reason"], "Scaled");
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_eq!(status["phase"], "Running");
-        server
-    })
+            for path in [
+                p.config_map(),
+                p.credentials_secret(),
+                p.headless_service(),
+                p.client_service(),
+            ] {
+                server.apply(&path).await;
+            }
+            server
+                .get(
+                    &p.pod_disruption_budget(),
+                    pod_disruption_budget(budget_owner),
+                )
+                .await;
+            if delete {
+                let exchange = server
+                    .expect(Method::DELETE, &p.pod_disruption_budget())
+                    .await;
+                assert_eq!(
+                    exchange.body["preconditions"]["uid"], "pdb-uid",
+                    "the delete is preconditioned on the budget that was read"
+                );
+                let answer = pod_disruption_budget(budget_owner);
+                exchange.respond(StatusCode::OK, answer);
+            }
+            apply_stateful_set(&mut server, 2, ready_stateful_set_status(1, 2)).await;
+            let event = server.event("shop").await;
+            assert_eq!(event["reason"], "Scaled");
+            let status = status_patch(&mut server, &script_mq).await;
+            assert_eq!(status["phase"], "Running");
+            server
+        },
+    )
     .await;
     assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
 }
@@ -626,4 +712,225 @@ async fn every_log_line_of_a_reconcile_names_the_resource() {
         let namespace = fields.iter().find_map(|f| f["namespace"].as_str());
         assert_eq!(namespace, Some("shop"), "{line}");
     }
+}
+
+/// The requests of a reconcile up to the StatefulSet, for `orders` with `replicas` queue
+/// pods wanted and `before` as the current StatefulSet: no credentials Secret yet, and a
+/// budget only with more than one replica.
+async fn children_before_the_stateful_set(server: &mut ApiServer, before: Value, replicas: i32) {
+    let p = paths();
+    server.get_missing(&p.credentials_secret()).await;
+    server.get(&p.stateful_set(), before).await;
+    for path in [
+        p.config_map(),
+        p.credentials_secret(),
+        p.headless_service(),
+        p.client_service(),
+    ] {
+        server.apply(&path).await;
+    }
+    if replicas > 1 {
+        server.apply(&p.pod_disruption_budget()).await;
+    } else {
+        server.get_missing(&p.pod_disruption_budget()).await;
+    }
+}
+
+/// Takes a merge patch of pod `ordinal` setting its serving label to `serving`.
+async fn serving_label(server: &mut ApiServer, ordinal: i32, serving: &str) {
+    let p = paths();
+    let exchange = server.expect(Method::PATCH, &p.pod(ordinal)).await;
+    assert_eq!(
+        exchange.body,
+        json!({"metadata": {"labels": {"queuelet.dev/serving": serving}}})
+    );
+    let answer = stored(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("orders-{ordinal}"), "namespace": "shop",
+                     "labels": {"queuelet.dev/serving": serving}},
+    }));
+    exchange.respond(StatusCode::OK, answer);
+}
+
+#[tokio::test]
+async fn a_scale_down_waits_while_a_leaving_pod_holds_messages_and_completes_once_it_is_empty() {
+    let mq = orders();
+    let staying = queue_pod(1, 0).await;
+    let leaving = queue_pod(3, 0).await;
+
+    // 2 → 1 while orders-1 holds three messages: the StatefulSet keeps both pods and
+    // orders-1 leaves the client Service.
+    let script_mq = mq.clone();
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let keep = written.clone();
+    let run = scenario_with_pods(mq.clone(), &[&staying, &leaving], |mut server| async move {
+        children_before_the_stateful_set(&mut server, existing_stateful_set(2, 1), 1).await;
+        serving_label(&mut server, 1, "false").await;
+        let sts = apply_stateful_set(&mut server, 1, ready_stateful_set_status(2, 1)).await;
+        assert_eq!(sts["spec"]["replicas"], 2, "the leaving pod is kept");
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Draining");
+        assert_condition(&status, "Progressing", "True", "ScaleDownWaiting");
+        let message = condition(&status, "Progressing")["message"]
+            .as_str()
+            .unwrap();
+        assert!(message.contains("orders-1 holds 3 messages"), "{message}");
+        assert_eq!(
+            status["queues"],
+            json!([{"name": "orders", "active": 4, "inactive": 0, "delayed": 0}]),
+            "the counts of both pods, added up"
+        );
+        *keep.lock().unwrap() = status;
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(DRAIN_POLL));
+    let mut draining = mq;
+    let status = written.lock().unwrap().clone();
+    draining.status = Some(serde_json::from_value(status).unwrap());
+
+    // Consumers empty orders-1 through its own name; the scale-down completes and the
+    // pod that stays is marked serving again.
+    empty(&leaving).await;
+    let script_mq = draining.clone();
+    let run = scenario_with_pods(draining, &[&staying, &leaving], |mut server| async move {
+        children_before_the_stateful_set(&mut server, existing_stateful_set(2, 1), 1).await;
+        serving_label(&mut server, 0, "true").await;
+        let sts = apply_stateful_set(&mut server, 2, ready_stateful_set_status(1, 2)).await;
+        assert_eq!(sts["spec"]["replicas"], 1);
+        let event = server.event("shop").await;
+        assert_eq!(event["reason"], "Scaled");
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Running");
+        assert_condition(&status, "Progressing", "False", "RolloutComplete");
+        assert_eq!(
+            status["queues"],
+            json!([{"name": "orders", "active": 1, "inactive": 0, "delayed": 0}])
+        );
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn a_leaving_pod_that_does_not_answer_keeps_the_scale_down_waiting() {
+    let mq = orders();
+    let staying = queue_pod(0, 0).await;
+    let script_mq = mq.clone();
+    // orders-1 is not reachable (NO_POD): its messages cannot be known to be gone.
+    let run = scenario_with_pods(mq, &[&staying], |mut server| async move {
+        children_before_the_stateful_set(&mut server, existing_stateful_set(2, 1), 1).await;
+        serving_label(&mut server, 1, "false").await;
+        let sts = apply_stateful_set(&mut server, 1, ready_stateful_set_status(2, 1)).await;
+        assert_eq!(sts["spec"]["replicas"], 2);
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Draining");
+        let message = condition(&status, "Progressing")["message"]
+            .as_str()
+            .unwrap();
+        assert!(
+            message.contains("orders-1 did not report its messages")
+                && message.contains("queuelet.dev/force-scale-down"),
+            "{message}"
+        );
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(DRAIN_POLL));
+}
+
+/// A StatefulSet whose claim template asks for `size`.
+fn stateful_set_with_volumes(replicas: i32, size: &str) -> Value {
+    let mut sts = existing_stateful_set(replicas, 1);
+    sts["metadata"]["uid"] = json!("sts-uid");
+    sts["spec"]["volumeClaimTemplates"] = json!([{
+        "metadata": {"name": "queuelet-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+    }]);
+    sts
+}
+
+fn claim(ordinal: i32, size: &str) -> Value {
+    stored(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("queuelet-data-orders-{ordinal}"), "namespace": "shop"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+    }))
+}
+
+#[tokio::test]
+async fn growing_the_storage_expands_each_claim_and_recreates_the_statefulset_orphaning_its_pods() {
+    let mut mq = orders();
+    mq.spec.replicas = 2;
+    mq.spec.storage = Some(serde_json::from_value(json!({"size": "2Gi"})).unwrap());
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        children_before_the_stateful_set(&mut server, stateful_set_with_volumes(2, "1Gi"), 2).await;
+        // The claims of this instance, by its selector labels.
+        let exchange = server.expect(Method::GET, &p.claims()).await;
+        assert!(
+            exchange
+                .query
+                .contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dqueue-server"),
+            "{}",
+            exchange.query
+        );
+        exchange.respond(
+            StatusCode::OK,
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaimList",
+                "metadata": {"resourceVersion": "7"},
+                // orders-1's claim was already grown (an earlier, interrupted attempt).
+                "items": [claim(0, "1Gi"), claim(1, "2048Mi")],
+            }),
+        );
+        let exchange = server.expect(Method::PATCH, &p.claim(0)).await;
+        assert_eq!(
+            exchange.body,
+            json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})
+        );
+        exchange.respond(StatusCode::OK, claim(0, "2Gi"));
+        // The StatefulSet goes, its pods stay.
+        let exchange = server.expect(Method::DELETE, &p.stateful_set()).await;
+        assert_eq!(exchange.body["propagationPolicy"], "Orphan");
+        assert_eq!(exchange.body["preconditions"]["uid"], "sts-uid");
+        exchange.respond(StatusCode::OK, stateful_set_with_volumes(2, "1Gi"));
+        let event = server.event("shop").await;
+        assert_eq!(event["reason"], "VolumeExpansion");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("from 1Gi to 2Gi: 1 claims patched"),
+            "{event}"
+        );
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_condition(&status, "Progressing", "True", "VolumeExpansion");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(EXPANSION_POLL));
+}
+
+#[tokio::test]
+async fn a_statefulset_being_deleted_for_an_expansion_is_waited_for_without_applying() {
+    let mut mq = orders();
+    mq.spec.storage = Some(serde_json::from_value(json!({"size": "2Gi"})).unwrap());
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        let mut terminating = stateful_set_with_volumes(1, "1Gi");
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:05Z");
+        terminating["status"] = ready_stateful_set_status(1, 1);
+        server.get(&p.stateful_set(), terminating).await;
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_condition(&status, "Progressing", "True", "VolumeExpansion");
+        assert_eq!(status["readyReplicas"], 1, "the orphaned pods keep serving");
+        server
+    })
+    .await;
+    assert_eq!(run.result.unwrap(), Action::requeue(EXPANSION_POLL));
 }

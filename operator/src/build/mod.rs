@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 pub use config_map::{CONFIG_FILE, config_file_toml, config_map};
 pub use pod_disruption_budget::pod_disruption_budget;
-pub use secret::{TOKEN_KEY, check_user_secret, credentials_secret, generate_token};
+pub use secret::{TOKEN_KEY, check_user_secret, credentials_secret, generate_token, token_of};
 pub use service::{client_service, headless_service};
-pub use stateful_set::{RESTART_HASH_ANNOTATION, restart_hash, stateful_set};
+pub use stateful_set::{DATA_VOLUME, RESTART_HASH_ANNOTATION, restart_hash, stateful_set};
 
 use crate::resource::{DurabilityMode, MessageQueue, SERVER_PORT, ServiceType};
 

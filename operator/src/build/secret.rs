@@ -43,7 +43,8 @@ pub fn check_user_secret(secret: &Secret) -> Result<(), BuildError> {
     }
 }
 
-fn token_of(secret: &Secret) -> Option<Vec<u8>> {
+/// The token a credentials Secret holds (`data` or `stringData`), if it holds one.
+pub fn token_of(secret: &Secret) -> Option<Vec<u8>> {
     let from_data = secret
         .data
         .as_ref()

@@ -32,7 +32,8 @@ use crate::resource::{DEFAULT_STORAGE_SIZE, DurabilityMode, SERVER_PORT};
 pub const RESTART_HASH_ANNOTATION: &str = "queuelet.dev/restart-hash";
 
 pub const CONTAINER_NAME: &str = "queuelet";
-const DATA_VOLUME: &str = "queuelet-data";
+/// Name of the data volume, and so the prefix of each claim: `queuelet-data-<pod>`.
+pub const DATA_VOLUME: &str = "queuelet-data";
 const CONFIG_VOLUME: &str = "queuelet-config";
 const AUTH_VOLUME: &str = "queuelet-auth";
 const TMP_VOLUME: &str = "queuelet-tmp";

@@ -44,6 +44,18 @@ pub fn rollout_event(before: Option<&StatefulSet>, after: &StatefulSet) -> Optio
     Some(normal("Updated", "Update", note))
 }
 
+/// The event announcing a volume expansion: claims grown, StatefulSet to be recreated.
+pub fn volume_expansion_event(stateful_set: &str, from: &str, to: &str, claims: usize) -> Event {
+    normal(
+        "VolumeExpansion",
+        "Expand",
+        format!(
+            "growing the volumes of StatefulSet {stateful_set} from {from} to {to}: {claims} claims patched; \
+             the StatefulSet is recreated with its pods left running"
+        ),
+    )
+}
+
 /// The Warning event of a permanent failure.
 pub fn failure_event(err: &Error) -> Event {
     Event {

@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -18,15 +18,22 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::PAUSED_ANNOTATION;
-use super::context::{Context, Metrics};
+use super::context::Context;
 use super::error::Error;
 use super::events::{failure_event, publish, rollout_event};
-use super::status::{self, Outcome};
-use crate::build::{Desired, Instance, MANAGER, check_user_secret};
-use crate::resource::{MessageQueue, MessageQueueStatus};
+use super::status::{self, Observed, Outcome};
+use super::{scale_down, sidecars, volumes};
+use crate::build::{Desired, Instance, MANAGER, check_user_secret, token_of};
+use crate::metrics;
+use crate::resource::{MessageQueue, MessageQueueStatus, Phase};
 
-/// Periodic re-check of a healthy MessageQueue (drift the watches did not report).
-pub const RESYNC: Duration = Duration::from_secs(300);
+/// Periodic re-check of a healthy MessageQueue: drift the watches did not report, and
+/// fresh queue counts for its status.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// Re-check of a scale-down waiting for its leaving pods to empty.
+pub const DRAIN_POLL: Duration = Duration::from_secs(10);
+/// Re-check while a volume expansion replaces the StatefulSet.
+pub const EXPANSION_POLL: Duration = Duration::from_secs(3);
 /// Retry delay after a permanent error: long, since a person or another owner must act.
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
 
@@ -50,10 +57,18 @@ pub async fn reconcile(mq: Arc<MessageQueue>, ctx: Arc<Context>) -> Result<Actio
         generation = mq.metadata.generation.unwrap_or_default(),
     );
     async move {
-        Metrics::count(&ctx.metrics.reconciles);
-        let action = reconcile_inner(&mq, &ctx).await?;
-        ctx.succeeded(&key(&mq));
-        Ok(action)
+        let started = Instant::now();
+        let result = reconcile_inner(&mq, &ctx).await;
+        let counted = match &result {
+            Ok(_) => {
+                ctx.succeeded(&key(&mq));
+                metrics::Result::Success
+            }
+            Err(err) if err.is_permanent() => metrics::Result::PermanentError,
+            Err(_) => metrics::Result::TransientError,
+        };
+        ctx.metrics.reconciled(counted, started.elapsed());
+        result
     }
     .instrument(span)
     .await
@@ -62,7 +77,6 @@ pub async fn reconcile(mq: Arc<MessageQueue>, ctx: Arc<Context>) -> Result<Actio
 /// Requeues a transient error with exponential backoff and a permanent one after
 /// `PERMANENT_RETRY` (its Degraded condition and event were written by `reconcile`).
 pub fn error_policy(mq: Arc<MessageQueue>, err: &Error, ctx: Arc<Context>) -> Action {
-    Metrics::count(&ctx.metrics.failures);
     let delay = if err.is_permanent() {
         PERMANENT_RETRY
     } else {
@@ -98,10 +112,22 @@ async fn reconcile_inner(mq: &MessageQueue, ctx: &Context) -> Result<Action, Err
     }
 
     match converge(&instance, ctx).await {
-        Ok(sts) => {
-            let status = status::compute(&instance, Some(&sts), Outcome::Applied, Timestamp::now());
+        Ok(converged) => {
+            let status = status::compute(
+                &instance,
+                Some(&converged.stateful_set),
+                Outcome::Applied(&converged.observed),
+                Timestamp::now(),
+            );
             write_status(&instance, ctx, &status).await?;
-            Ok(Action::requeue(RESYNC))
+            let next = if converged.observed.expanding.is_some() {
+                EXPANSION_POLL
+            } else if converged.observed.draining.is_some() {
+                DRAIN_POLL
+            } else {
+                RESYNC
+            };
+            Ok(Action::requeue(next))
         }
         Err(err) if err.is_permanent() => {
             warn!(error = %err, reason = err.reason(), "degraded");
@@ -116,22 +142,32 @@ async fn reconcile_inner(mq: &MessageQueue, ctx: &Context) -> Result<Action, Err
     }
 }
 
+/// The StatefulSet as it stands after a converge, and what else was seen.
+struct Converged {
+    stateful_set: StatefulSet,
+    observed: Observed,
+}
+
 /// Reads what the spec points at, builds the children and applies them, StatefulSet
-/// last. Returns the StatefulSet as the API server stored it.
-async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<StatefulSet, Error> {
+/// last, unless a volume expansion is replacing it or a scale-down waits for pods to
+/// empty (then the StatefulSet keeps its size).
+async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<Converged, Error> {
     let client = &ctx.client;
     let ns = instance.namespace;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
 
-    let existing_secret = match instance.user_secret_name() {
+    let (existing_secret, user_secret) = match instance.user_secret_name() {
         Some(name) => {
             let secret = get_opt(&secrets, name)
                 .await?
                 .ok_or_else(|| Error::UserSecretNotFound(name.into()))?;
             check_user_secret(&secret)?;
-            None
+            (None, Some(secret))
         }
-        None => get_opt(&secrets, &instance.credentials_secret_name()).await?,
+        None => (
+            get_opt(&secrets, &instance.credentials_secret_name()).await?,
+            None,
+        ),
     };
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let before = get_opt(&stateful_sets, &instance.stateful_set_name()).await?;
@@ -139,7 +175,23 @@ async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<StatefulSet,
     refuse_foreign(instance, existing_secret.as_ref())?;
     refuse_foreign(instance, before.as_ref())?;
 
-    let desired = Desired::build(instance, existing_secret.as_ref(), ctx.new_token);
+    if let Some(old) = before
+        .as_ref()
+        .filter(|s| s.metadata.deletion_timestamp.is_some())
+    {
+        return Ok(Converged {
+            stateful_set: old.clone(),
+            observed: Observed {
+                expanding: Some(format!(
+                    "waiting for StatefulSet {} to be deleted (its pods keep running) before it is recreated",
+                    instance.stateful_set_name()
+                )),
+                ..Observed::default()
+            },
+        });
+    }
+
+    let mut desired = Desired::build(instance, existing_secret.as_ref(), ctx.new_token);
 
     apply(
         ctx,
@@ -163,13 +215,69 @@ async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<StatefulSet,
             delete_owned(&budgets, &name, &instance.owner.uid).await?
         }
     }
+
+    if let Some(old) = &before
+        && volumes::needs_expansion(old, &desired.stateful_set)
+    {
+        let message = volumes::expand(ctx, instance, old, &desired.stateful_set).await?;
+        return Ok(Converged {
+            stateful_set: old.clone(),
+            observed: Observed {
+                expanding: Some(message),
+                ..Observed::default()
+            },
+        });
+    }
+
+    // What the pods that exist hold, for the status and for a scale-down.
+    let token = user_secret
+        .as_ref()
+        .or(desired.credentials_secret.as_ref())
+        .and_then(token_of)
+        .map(|t| String::from_utf8_lossy(&t).trim().to_owned());
+    let current = before.as_ref().and_then(|s| s.spec.replicas).unwrap_or(0);
+    let existing = before
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .map_or(0, |s| s.replicas)
+        .max(current);
+    let pods = ctx
+        .sidecars
+        .counts(instance, token.as_deref(), 0..existing)
+        .await;
+    let wanted = instance.mq.spec.replicas;
+
+    let was_draining = instance.mq.status.as_ref().and_then(|s| s.phase) == Some(Phase::Draining);
+    if was_draining {
+        // The user may have scaled back up: pods that stay serve again.
+        scale_down::set_serving(ctx, instance, 0..wanted.min(current), true).await?;
+    }
+    let mut draining = None;
+    if wanted < current && !scale_down::is_forced(instance.mq) {
+        let blockers = scale_down::blockers(instance, &pods, wanted..current);
+        if !blockers.is_empty() {
+            scale_down::set_serving(ctx, instance, wanted..current, false).await?;
+            desired.stateful_set.spec.replicas = Some(current);
+            let message = scale_down::waiting_message(wanted, &blockers);
+            info!(wanted, current, %message, "scale-down waits");
+            draining = Some(message);
+        }
+    }
+
     let after = apply(ctx, &stateful_sets, &desired.stateful_set).await?;
 
     if let Some(event) = rollout_event(before.as_ref(), &after) {
         info!(reason = %event.reason, note = ?event.note, "rollout");
         publish(ctx, instance.mq, event).await;
     }
-    Ok(after)
+    Ok(Converged {
+        stateful_set: after,
+        observed: Observed {
+            queues: sidecars::sum(&pods),
+            draining,
+            expanding: None,
+        },
+    })
 }
 
 /// Fails when `existing` is controlled by another object than this MessageQueue. An
@@ -224,7 +332,7 @@ where
             name: name.clone(),
             source,
         })?;
-    Metrics::count(&ctx.metrics.children_applied);
+    ctx.metrics.children_applied.inc();
     debug!(kind = %K::kind(&()), child = %name, "applied");
     Ok(applied)
 }
@@ -274,7 +382,10 @@ async fn write_status(
     ctx: &Context,
     status: &MessageQueueStatus,
 ) -> Result<(), Error> {
-    if !status::changed(instance.mq.status.as_ref(), status) {
+    let key = key(instance.mq);
+    let current = instance.mq.status.as_ref();
+    let counts = status::counts_changed(current, status) && ctx.counts_due(&key);
+    if !status::changed(current, status) && !counts {
         debug!("status unchanged");
         return Ok(());
     }
@@ -291,7 +402,8 @@ async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
-    Metrics::count(&ctx.metrics.status_writes);
+    ctx.metrics.status_writes.inc();
+    ctx.counts_written(&key);
     info!(phase = ?status.phase, ready = status.ready_replicas, "status written");
     Ok(())
 }

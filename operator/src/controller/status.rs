@@ -9,17 +9,28 @@ use k8s_openapi::jiff::Timestamp;
 use super::PAUSED_ANNOTATION;
 use super::error::Error;
 use crate::build::Instance;
-use crate::resource::{MessageQueueStatus, Phase};
+use crate::resource::{MessageQueueStatus, Phase, QueueStatus};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
+/// What a reconcile saw and did besides applying the children.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Counts of each queue, added up over the pods that answered.
+    pub queues: Vec<QueueStatus>,
+    /// Why a scale-down waits, while it does.
+    pub draining: Option<String>,
+    /// What a volume expansion is doing, while it runs.
+    pub expanding: Option<String>,
+}
+
 /// How the reconcile went, as far as the status cares.
 #[derive(Clone, Copy, Debug)]
 pub enum Outcome<'a> {
-    /// Every child applied; the StatefulSet is the one the API server returned.
-    Applied,
+    /// Every child applied (or, while volumes grow, the StatefulSet is being replaced).
+    Applied(&'a Observed),
     /// The pause annotation is set: nothing was applied.
     Paused,
     /// A permanent error stopped the reconcile.
@@ -93,7 +104,15 @@ pub fn compute(
             &format!("reconciliation is paused by the annotation {PAUSED_ANNOTATION}=true"),
         ),
         Outcome::Failed(err) => condition(PROGRESSING, false, err.reason(), &err.to_string()),
-        Outcome::Applied => match stateful_set.and_then(rollout_pending) {
+        Outcome::Applied(Observed {
+            expanding: Some(message),
+            ..
+        }) => condition(PROGRESSING, true, "VolumeExpansion", message),
+        Outcome::Applied(Observed {
+            draining: Some(message),
+            ..
+        }) => condition(PROGRESSING, true, "ScaleDownWaiting", message),
+        Outcome::Applied(_) => match stateful_set.and_then(rollout_pending) {
             Some(message) => condition(PROGRESSING, true, "RollingOut", &message),
             None => condition(
                 PROGRESSING,
@@ -110,7 +129,7 @@ pub fn compute(
         Outcome::Paused => current_condition(&current, DEGRADED)
             .cloned()
             .unwrap_or_else(|| condition(DEGRADED, false, "AsExpected", "")),
-        Outcome::Applied => condition(
+        Outcome::Applied(_) => condition(
             DEGRADED,
             false,
             "AsExpected",
@@ -118,8 +137,17 @@ pub fn compute(
         ),
     };
 
+    let draining = matches!(
+        outcome,
+        Outcome::Applied(Observed {
+            draining: Some(_),
+            ..
+        })
+    );
     let phase = if degraded.status == "True" {
         Phase::Degraded
+    } else if draining {
+        Phase::Draining
     } else if ready_condition.status == "True" {
         Phase::Running
     } else {
@@ -148,8 +176,11 @@ pub fn compute(
         endpoint: Some(instance.endpoint()),
         credentials_secret: Some(instance.credentials_secret_name()),
         conditions,
-        // Queue counts are written by the stats refresher, not here.
-        queues: Vec::new(),
+        // Counts not read this time (a failed or paused reconcile) keep their last value.
+        queues: match outcome {
+            Outcome::Applied(observed) => observed.queues.clone(),
+            _ => current.queues,
+        },
     }
 }
 
@@ -206,13 +237,19 @@ fn current_condition<'a>(status: &'a MessageQueueStatus, type_: &str) -> Option<
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// True when `new` says something `current` does not. Transition times and the queue
-/// counts (written elsewhere) are not compared.
+/// True when `new` says something `current` does not. Transition times, the order of
+/// conditions and the queue counts are not compared: counts move all the time, and are
+/// written at most once per `COUNTS_PERIOD` (see `counts_changed`).
 pub fn changed(current: Option<&MessageQueueStatus>, new: &MessageQueueStatus) -> bool {
     let Some(current) = current else {
         return true;
     };
     normalized(current) != normalized(new)
+}
+
+/// True when the queue counts of `new` differ from those of `current`.
+pub fn counts_changed(current: Option<&MessageQueueStatus>, new: &MessageQueueStatus) -> bool {
+    current.is_none_or(|c| c.queues != new.queues)
 }
 
 fn normalized(status: &MessageQueueStatus) -> MessageQueueStatus {
@@ -258,7 +295,12 @@ mod tests {
     fn compute_for(mq: &MessageQueue, sts: &StatefulSet, now: Timestamp) -> MessageQueueStatus {
         let defaults = Defaults::default();
         let instance = Instance::new(mq, mq.controller_owner_ref(&()).unwrap(), &defaults).unwrap();
-        compute(&instance, Some(sts), Outcome::Applied, now)
+        compute(
+            &instance,
+            Some(sts),
+            Outcome::Applied(&Observed::default()),
+            now,
+        )
     }
 
     fn at(seconds: i64) -> Timestamp {
@@ -293,21 +335,48 @@ mod tests {
     }
 
     #[test]
-    fn changed_ignores_transition_times_order_and_queue_counts() {
+    fn changed_ignores_transition_times_order_and_counts() {
         let status = compute_for(&orders(None), &stateful_set(2), at(1_000));
         let mut other = status.clone();
         other.conditions.reverse();
         other.conditions[0].last_transition_time = Time(at(5));
-        other.queues.push(crate::resource::QueueStatus {
+        other.queues.push(QueueStatus {
             name: "orders".into(),
             active: 7,
             inactive: 0,
             delayed: 0,
         });
         assert!(!changed(Some(&status), &other));
+        assert!(counts_changed(Some(&status), &other));
+        assert!(!counts_changed(Some(&other), &other));
         assert!(changed(None, &status));
         other.ready_replicas = 1;
         assert!(changed(Some(&status), &other));
+    }
+
+    #[test]
+    fn a_waiting_scale_down_is_draining_and_says_why() {
+        let observed = Observed {
+            draining: Some("orders-2 holds 3 messages".into()),
+            ..Observed::default()
+        };
+        let mq = orders(None);
+        let defaults = Defaults::default();
+        let instance =
+            Instance::new(&mq, mq.controller_owner_ref(&()).unwrap(), &defaults).unwrap();
+        let status = compute(
+            &instance,
+            Some(&stateful_set(2)),
+            Outcome::Applied(&observed),
+            at(1),
+        );
+        assert_eq!(status.phase, Some(Phase::Draining));
+        let progressing = current_condition(&status, PROGRESSING).unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "ScaleDownWaiting")
+        );
+        assert_eq!(progressing.message, "orders-2 holds 3 messages");
     }
 
     #[test]

@@ -231,6 +231,24 @@ impl Paths {
         )
     }
 
+    pub fn pod(&self, ordinal: i32) -> String {
+        self.core("pods", &format!("{}-{ordinal}", self.name))
+    }
+
+    pub fn claims(&self) -> String {
+        format!(
+            "/api/v1/namespaces/{}/persistentvolumeclaims",
+            self.namespace
+        )
+    }
+
+    pub fn claim(&self, ordinal: i32) -> String {
+        self.core(
+            "persistentvolumeclaims",
+            &format!("queuelet-data-{}-{ordinal}", self.name),
+        )
+    }
+
     pub fn status(&self) -> String {
         format!(
             "/apis/queuelet.dev/v1alpha1/namespaces/{}/messagequeues/{}/status",

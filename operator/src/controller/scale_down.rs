@@ -1,0 +1,90 @@
+//! Scale-down that never strands messages. A StatefulSet removes its highest ordinals
+//! first, so when `spec.replicas` drops, pods `wanted..current` are leaving. While any of
+//! them still holds messages (or cannot be asked), the controller keeps the StatefulSet
+//! at its current size, takes the leaving pods out of the client Service (label
+//! `queuelet.dev/serving=false`, which that Service selects on) so they get no new sends,
+//! and lets consumers empty them through their per-pod names. Once their counts read
+//! zero the StatefulSet shrinks. The annotation `queuelet.dev/force-scale-down: "true"`
+//! skips the wait (for a pod that is gone for good).
+
+use std::ops::Range;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use tracing::info;
+
+use super::context::Context;
+use super::error::Error;
+use super::sidecars::PodCounts;
+use crate::build::{Instance, LABEL_SERVING};
+use crate::resource::MessageQueue;
+
+pub const FORCE_SCALE_DOWN_ANNOTATION: &str = "queuelet.dev/force-scale-down";
+
+/// True when the MessageQueue carries `queuelet.dev/force-scale-down: "true"`.
+pub fn is_forced(mq: &MessageQueue) -> bool {
+    mq.annotations()
+        .get(FORCE_SCALE_DOWN_ANNOTATION)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Why each leaving pod (ordinal in `leaving`) must stay; empty when all may go.
+pub fn blockers(instance: &Instance<'_>, pods: &[PodCounts], leaving: Range<i32>) -> Vec<String> {
+    let name = instance.stateful_set_name();
+    leaving
+        .filter_map(|ordinal| {
+            let pod = pods.iter().find(|p| p.ordinal == ordinal);
+            match pod.map(|p| (p.held(), &p.queues)) {
+                Some((Some(0), _)) => None,
+                Some((Some(held), _)) => Some(format!("{name}-{ordinal} holds {held} messages")),
+                Some((None, Err(err))) => Some(format!(
+                    "{name}-{ordinal} did not report its messages ({err})"
+                )),
+                Some((None, Ok(_))) | None => {
+                    Some(format!("{name}-{ordinal} did not report its messages"))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The Progressing message while a scale-down waits.
+pub fn waiting_message(wanted: i32, blockers: &[String]) -> String {
+    format!(
+        "scale-down to {wanted} replicas waits until the leaving pods are empty: {}; \
+         they receive no new sends (label {LABEL_SERVING}=false) and are removed once empty \
+         (annotate {FORCE_SCALE_DOWN_ANNOTATION}=true to remove them anyway)",
+        blockers.join("; ")
+    )
+}
+
+/// Sets `queuelet.dev/serving` on the queue pods `ordinals`; a missing pod is skipped.
+pub async fn set_serving(
+    ctx: &Context,
+    instance: &Instance<'_>,
+    ordinals: Range<i32>,
+    serving: bool,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), instance.namespace);
+    let value = if serving { "true" } else { "false" };
+    let body = serde_json::json!({"metadata": {"labels": {LABEL_SERVING: value}}});
+    for ordinal in ordinals {
+        let name = format!("{}-{ordinal}", instance.stateful_set_name());
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => info!(pod = %name, serving, "serving label set"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: "Pod".into(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
