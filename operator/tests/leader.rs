@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api_server::{ApiServer, mock, stored};
+use api_server::{ApiServer, Exchange, mock, stored};
 use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -150,6 +150,16 @@ async fn acquire_by_creating(candidate: &mut Candidate, server: &mut ApiServer) 
     created
 }
 
+/// A round that reads `current` and writes it back: the PUT, unanswered, after checking
+/// it carries the resourceVersion that was read.
+async fn read_then_put(server: &mut ApiServer, current: Value) -> Exchange {
+    let version = current["metadata"]["resourceVersion"].clone();
+    server.get(LEASE, current).await;
+    let put = server.expect(Method::PUT, LEASE).await;
+    assert_eq!(put.body["metadata"]["resourceVersion"], version);
+    put
+}
+
 #[tokio::test(start_paused = true)]
 async fn without_a_lease_the_candidate_creates_it_leads_and_renews() {
     scenario(|mut candidate, mut server| async move {
@@ -206,9 +216,7 @@ async fn a_live_lease_of_another_is_waited_for_and_taken_over_once_it_expires() 
 #[tokio::test(start_paused = true)]
 async fn losing_the_race_to_an_expired_lease_leaves_the_candidate_following() {
     scenario(|candidate, mut server| async move {
-        server.get(LEASE, lease(RIVAL, -60, 3, "5")).await;
-        let put = server.expect(Method::PUT, LEASE).await;
-        assert_eq!(put.body["metadata"]["resourceVersion"], "5");
+        let put = read_then_put(&mut server, lease(RIVAL, -60, 3, "5")).await;
         put.fail(409, "Conflict", "the object has been modified");
         // The rival wrote first; the next round finds its fresh Lease and waits.
         server.get(LEASE, lease(RIVAL, 1, 4, "6")).await;
@@ -224,16 +232,14 @@ async fn losing_the_race_to_an_expired_lease_leaves_the_candidate_following() {
 async fn a_leader_whose_renewal_conflicts_steps_down_when_a_rival_holds_the_lease() {
     scenario(|mut candidate, mut server| async move {
         acquire_by_creating(&mut candidate, &mut server).await;
-        server.get(LEASE, lease(ME, 0, 0, "1")).await;
-        let put = server.expect(Method::PUT, LEASE).await;
-        assert_eq!(put.body["metadata"]["resourceVersion"], "1");
+        let put = read_then_put(&mut server, lease(ME, 0, 0, "1")).await;
         put.fail(409, "Conflict", "the object has been modified");
         // Not stepped down on the conflict alone: the next read tells who holds it.
         server.get(LEASE, lease(RIVAL, 3, 1, "2")).await;
         assert!(candidate.is_leading());
         let stepped_down = candidate.published(false).await;
         assert_eq!(stepped_down, secs(4));
-        assert!(stepped_down < LeaseConfig::new("", "", "").renew_deadline);
+        assert!(stepped_down < candidate.elector.config().renew_deadline);
         candidate.ended(server).await;
     })
     .await;
@@ -244,10 +250,9 @@ async fn renewals_failing_with_500_step_down_at_the_renew_deadline_not_before() 
     scenario(|mut candidate, mut server| async move {
         acquire_by_creating(&mut candidate, &mut server).await;
         for second in [2, 4, 6, 8] {
-            server.get(LEASE, lease(ME, 0, 0, "1")).await;
+            let put = read_then_put(&mut server, lease(ME, 0, 0, "1")).await;
             assert_eq!(candidate.elapsed(), secs(second));
             assert!(candidate.is_leading(), "stepped down at {second} s");
-            let put = server.expect(Method::PUT, LEASE).await;
             assert_eq!(put.body["spec"]["renewTime"], micro(second as i64));
             put.fail(500, "InternalError", "etcdserver: request timed out");
         }
