@@ -11,10 +11,10 @@
 //! successor takes over at once instead of after `lease_duration`. RBAC: `leases`
 //! in `coordination.k8s.io`, verbs `get`, `create`, `update`, in the Lease's namespace.
 //!
-//! Expiry is judged from the holder's `renewTime` against our wall clock (as the brief
-//! of this module asks), so candidates' clocks must agree to within
-//! `lease_duration - renew_deadline`; the holder steps down after `renew_deadline`
-//! measured on its own monotonic clock, which leaves that margin.
+//! Expiry is judged from the holder's `renewTime` against our wall clock (client-go
+//! instead times how long the record stayed unchanged on its own clock), so candidates'
+//! clocks must agree to within `lease_duration - renew_deadline`: the holder steps down
+//! after `renew_deadline` on its own monotonic clock, which leaves that margin.
 
 use std::time::Duration;
 
@@ -430,6 +430,16 @@ mod tests {
         lease.spec.as_ref().unwrap()
     }
 
+    /// Checks who holds `lease`, since when, last renewed when, after how many changes.
+    #[track_caller]
+    fn assert_held(lease: &Lease, holder: &str, acquired: i64, renewed: i64, transitions: i32) {
+        let s = spec(lease);
+        assert_eq!(s.holder_identity.as_deref(), Some(holder));
+        assert_eq!(s.acquire_time, Some(MicroTime(at(acquired))));
+        assert_eq!(s.renew_time, Some(MicroTime(at(renewed))));
+        assert_eq!(s.lease_transitions, Some(transitions));
+    }
+
     #[test]
     fn defaults_are_client_gos() {
         let c = config();
@@ -449,12 +459,8 @@ mod tests {
             created.metadata.namespace.as_deref(),
             Some("queuelet-system")
         );
-        let s = spec(&created);
-        assert_eq!(s.holder_identity.as_deref(), Some("me"));
-        assert_eq!(s.lease_duration_seconds, Some(15));
-        assert_eq!(s.acquire_time, Some(MicroTime(at(NOW))));
-        assert_eq!(s.renew_time, Some(MicroTime(at(NOW))));
-        assert_eq!(s.lease_transitions, Some(0));
+        assert_eq!(spec(&created).lease_duration_seconds, Some(15));
+        assert_held(&created, "me", NOW, NOW, 0);
     }
 
     #[test]
@@ -464,11 +470,7 @@ mod tests {
             panic!("expected a renewal");
         };
         assert_eq!(renewed.metadata.resource_version.as_deref(), Some("7"));
-        let s = spec(&renewed);
-        assert_eq!(s.holder_identity.as_deref(), Some("me"));
-        assert_eq!(s.renew_time, Some(MicroTime(at(NOW))));
-        assert_eq!(s.acquire_time, Some(MicroTime(at(NOW - 100))));
-        assert_eq!(s.lease_transitions, Some(3));
+        assert_held(&renewed, "me", NOW - 100, NOW, 3);
     }
 
     #[test]
@@ -492,11 +494,7 @@ mod tests {
                 panic!("expected an acquisition of a lease renewed at {renewed}");
             };
             assert_eq!(taken.metadata.resource_version.as_deref(), Some("7"));
-            let s = spec(&taken);
-            assert_eq!(s.holder_identity.as_deref(), Some("me"));
-            assert_eq!(s.acquire_time, Some(MicroTime(at(NOW))));
-            assert_eq!(s.renew_time, Some(MicroTime(at(NOW))));
-            assert_eq!(s.lease_transitions, Some(4));
+            assert_held(&taken, "me", NOW, NOW, 4);
         }
     }
 

@@ -111,6 +111,29 @@ impl ApiServer {
         event
     }
 
+    /// A POST creating an object, answered as created; returns the body that was sent.
+    pub async fn create(&mut self, collection: &str) -> Value {
+        let exchange = self.expect(Method::POST, collection).await;
+        let body = exchange.body.clone();
+        exchange.respond(StatusCode::CREATED, stored(body.clone()));
+        body
+    }
+
+    /// A PUT replacing an object, answered with it stored at the next resourceVersion;
+    /// returns the body that was sent.
+    pub async fn replace(&mut self, path: &str) -> Value {
+        let exchange = self.expect(Method::PUT, path).await;
+        let body = exchange.body.clone();
+        let mut answer = body.clone();
+        let version = body["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        answer["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+        exchange.respond(StatusCode::OK, stored(answer));
+        body
+    }
+
     /// Asserts that the client sends nothing more: the service is dropped with the
     /// client, so the next request is `None`.
     pub async fn done(mut self) {
