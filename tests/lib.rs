@@ -48,7 +48,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data.path())
             .args(args)
-            .env("QUEUELET_LOG", "warn")
+            .env("QUEUELET_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

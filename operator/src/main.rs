@@ -175,7 +175,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         ready: Arc::default(),
     };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(http::serve(args.http_addr, health.clone(), async {
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.http_addr))?;
+    let http = tokio::spawn(http::serve(listener, health.clone(), async {
         let _ = http_stopped.await;
     }));
 
