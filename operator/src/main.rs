@@ -7,17 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::{Controller, controller, watcher};
-use kube::{Api, Client, Resource};
-use queuelet_operator::build::{Defaults, LABEL_MANAGED_BY, MANAGER};
-use queuelet_operator::controller::{Context, error_policy, reconcile};
+use kube::Client;
+use queuelet_operator::build::Defaults;
+use queuelet_operator::controller::{self, Context};
 use queuelet_operator::http::{self, Health};
 use queuelet_operator::leader::{LeaderElector, LeaseConfig};
-use queuelet_operator::resource::MessageQueue;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -145,17 +139,6 @@ fn init_logs(json: bool) {
         logs.json().init();
     } else {
         logs.init();
-    }
-}
-
-/// An Api over every namespace (`None`), or over one.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 
@@ -295,30 +278,6 @@ async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
     );
     let controllers = scopes
         .into_iter()
-        .map(|ns| controller_for(client, ns, args.concurrency, ctx.clone()));
+        .map(|ns| controller::run(client.clone(), ns, args.concurrency, ctx.clone()));
     futures::future::join_all(controllers).await;
-}
-
-async fn controller_for(client: &Client, ns: Option<&str>, concurrency: u16, ctx: Arc<Context>) {
-    // Only the operator's own children: never cache every Secret of the cluster.
-    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    Controller::new(
-        scoped::<MessageQueue>(client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(scoped::<StatefulSet>(client, ns), children.clone())
-    .owns(scoped::<Service>(client, ns), children.clone())
-    .owns(scoped::<ConfigMap>(client, ns), children.clone())
-    .owns(scoped::<Secret>(client, ns), children.clone())
-    .owns(scoped::<PodDisruptionBudget>(client, ns), children)
-    .with_config(controller::Config::default().concurrency(concurrency))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-            Err(err) => tracing::debug!(error = %err, "reconcile did not complete"),
-        }
-    })
-    .await;
 }

@@ -12,6 +12,7 @@ mod scale_down;
 mod sidecars;
 mod status;
 mod volumes;
+mod watch;
 
 pub use context::{BACKOFF_BASE, BACKOFF_MAX, COUNTS_PERIOD, Context, backoff_delay};
 pub use error::Error;
@@ -25,6 +26,7 @@ pub use status::{
     DEGRADED, Observed, Outcome, PROGRESSING, READY, changed, compute, counts_changed,
 };
 pub use volumes::quantity_bytes;
+pub use watch::run;
 
 /// Annotation that pauses reconciliation (for maintenance): `queuelet.dev/paused: "true"`.
 pub const PAUSED_ANNOTATION: &str = "queuelet.dev/paused";
