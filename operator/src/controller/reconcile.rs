@@ -25,7 +25,7 @@ use super::status::{self, Observed, Outcome};
 use super::{scale_down, sidecars, volumes};
 use crate::build::{Desired, Instance, MANAGER, check_user_secret, token_of};
 use crate::metrics;
-use crate::resource::{MessageQueue, MessageQueueStatus, Phase};
+use crate::resource::{MessageQueue, MessageQueueStatus};
 
 /// Periodic re-check of a healthy MessageQueue: drift the watches did not report, and
 /// fresh queue counts for its status.
@@ -245,24 +245,8 @@ async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<Converged, E
         .sidecars
         .counts(instance, token.as_deref(), 0..existing)
         .await;
-    let wanted = instance.mq.spec.replicas;
-
-    let was_draining = instance.mq.status.as_ref().and_then(|s| s.phase) == Some(Phase::Draining);
-    if was_draining {
-        // The user may have scaled back up: pods that stay serve again.
-        scale_down::set_serving(ctx, instance, 0..wanted.min(current), true).await?;
-    }
-    let mut draining = None;
-    if wanted < current && !scale_down::is_forced(instance.mq) {
-        let blockers = scale_down::blockers(instance, &pods, wanted..current);
-        if !blockers.is_empty() {
-            scale_down::set_serving(ctx, instance, wanted..current, false).await?;
-            desired.stateful_set.spec.replicas = Some(current);
-            let message = scale_down::waiting_message(wanted, &blockers);
-            info!(wanted, current, %message, "scale-down waits");
-            draining = Some(message);
-        }
-    }
+    let draining =
+        scale_down::hold(ctx, instance, &pods, current, &mut desired.stateful_set).await?;
 
     let after = apply(ctx, &stateful_sets, &desired.stateful_set).await?;
 

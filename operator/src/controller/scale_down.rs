@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -18,7 +19,7 @@ use super::context::Context;
 use super::error::Error;
 use super::sidecars::PodCounts;
 use crate::build::{Instance, LABEL_SERVING};
-use crate::resource::MessageQueue;
+use crate::resource::{MessageQueue, Phase};
 
 pub const FORCE_SCALE_DOWN_ANNOTATION: &str = "queuelet.dev/force-scale-down";
 
@@ -29,8 +30,38 @@ pub fn is_forced(mq: &MessageQueue) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// Keeps the pods a scale-down would remove while any of them holds messages: sets the
+/// StatefulSet's replicas back to `current` and takes them out of the client Service.
+/// Returns why it waits, or None when the scale-down may go ahead. After a wait, the
+/// pods that stay (the user may have scaled back up) serve again.
+pub async fn hold(
+    ctx: &Context,
+    instance: &Instance<'_>,
+    pods: &[PodCounts],
+    current: i32,
+    stateful_set: &mut StatefulSet,
+) -> Result<Option<String>, Error> {
+    let wanted = instance.mq.spec.replicas;
+    let was_draining = instance.mq.status.as_ref().and_then(|s| s.phase) == Some(Phase::Draining);
+    if was_draining {
+        set_serving(ctx, instance, 0..wanted.min(current), true).await?;
+    }
+    if wanted >= current || is_forced(instance.mq) {
+        return Ok(None);
+    }
+    let blockers = blockers(instance, pods, wanted..current);
+    if blockers.is_empty() {
+        return Ok(None);
+    }
+    set_serving(ctx, instance, wanted..current, false).await?;
+    stateful_set.spec.replicas = Some(current);
+    let message = waiting_message(wanted, &blockers);
+    info!(wanted, current, %message, "scale-down waits");
+    Ok(Some(message))
+}
+
 /// Why each leaving pod (ordinal in `leaving`) must stay; empty when all may go.
-pub fn blockers(instance: &Instance<'_>, pods: &[PodCounts], leaving: Range<i32>) -> Vec<String> {
+fn blockers(instance: &Instance<'_>, pods: &[PodCounts], leaving: Range<i32>) -> Vec<String> {
     let name = instance.stateful_set_name();
     leaving
         .filter_map(|ordinal| {
@@ -50,7 +81,7 @@ pub fn blockers(instance: &Instance<'_>, pods: &[PodCounts], leaving: Range<i32>
 }
 
 /// The Progressing message while a scale-down waits.
-pub fn waiting_message(wanted: i32, blockers: &[String]) -> String {
+fn waiting_message(wanted: i32, blockers: &[String]) -> String {
     format!(
         "scale-down to {wanted} replicas waits until the leaving pods are empty: {}; \
          they receive no new sends (label {LABEL_SERVING}=false) and are removed once empty \
@@ -60,7 +91,7 @@ pub fn waiting_message(wanted: i32, blockers: &[String]) -> String {
 }
 
 /// Sets `queuelet.dev/serving` on the queue pods `ordinals`; a missing pod is skipped.
-pub async fn set_serving(
+async fn set_serving(
     ctx: &Context,
     instance: &Instance<'_>,
     ordinals: Range<i32>,
