@@ -6,9 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{manifest_dir, objects, schema, tools};
-use kube::Resource;
-use queuelet_operator::build::{Desired, Instance};
+use common::{desired, manifest_dir, schema};
 use queuelet_operator::resource::MessageQueue;
 use serde_json::{Value, json};
 
@@ -32,13 +30,6 @@ fn applied(name: &str) -> MessageQueue {
     mq.metadata.namespace = Some("default".into());
     mq.metadata.uid = Some("6f1d1c9e-0000-4000-8000-0000000000e0".into());
     mq
-}
-
-fn desired(mq: &MessageQueue) -> Desired {
-    let owner = mq.controller_owner_ref(&()).expect("a uid");
-    let defaults = common::defaults();
-    let instance = Instance::new(mq, owner, &defaults).expect("a name and a namespace");
-    Desired::build(&instance, None, || "example-token".into())
 }
 
 #[test]
@@ -127,21 +118,11 @@ fn examples_read_back_unchanged_as_message_queues() {
 
 #[test]
 fn built_examples_pass_the_kubernetes_openapi_schemas() {
-    let Some(command) =
-        tools::kubernetes_validate("built_examples_pass_the_kubernetes_openapi_schemas")
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    for name in EXAMPLES {
-        files.extend(tools::write_objects(
-            dir.path(),
-            name,
-            &objects(&desired(&applied(name))),
-        ));
-    }
-    tools::run_validate(&command, &files);
+    common::validate_built(
+        "built_examples_pass_the_kubernetes_openapi_schemas",
+        Vec::new(),
+        EXAMPLES.map(|name| (name, applied(name))),
+    );
 }
 
 #[test]
