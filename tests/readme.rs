@@ -81,3 +81,63 @@ fn readme_names_the_ci_test_command() {
         ".ci/run must run `{command}`"
     );
 }
+
+/// The chart checks the README shows, run as written from the workspace root with the
+/// helm that `.ci/run` installs (`$HELM`, else `helm` on PATH) and kubernetes-validate.
+/// Without them the test is skipped, except under CI, where it fails.
+#[test]
+fn readme_chart_commands_pass() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let script = marked_block(&readme, "chart").expect("README has the chart block");
+    let mut path =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect::<Vec<_>>();
+    if let Some(helm) = std::env::var_os("HELM") {
+        let dir = std::path::Path::new(&helm)
+            .parent()
+            .expect("$HELM's folder");
+        path.insert(0, dir.to_path_buf());
+    }
+    let path = std::env::join_paths(path).expect("a PATH");
+    let missing: Vec<&str> = ["helm", "kubernetes-validate"]
+        .into_iter()
+        .filter(|tool| {
+            Command::new(tool)
+                .arg("--help")
+                .env("PATH", &path)
+                .output()
+                .is_err()
+        })
+        .collect();
+    if !missing.is_empty() {
+        let message = format!("{missing:?} not installed (.ci/run installs them)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{message}: CI must run this test"
+        );
+        eprintln!("SKIPPED readme_chart_commands_pass: {message}");
+        return;
+    }
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .env("PATH", &path)
+        .current_dir(workspace_root())
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "README chart commands failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
+    let passed = format!("{stdout}{stderr}")
+        .lines()
+        .filter(|l| l.contains(" passed "))
+        .count();
+    assert!(
+        passed >= 5,
+        "kubernetes-validate passed {passed} objects:\n{stdout}\n{stderr}"
+    );
+}

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{FIXTURES, desired, fixture, manifest_dir, objects};
+use common::{FIXTURES, fixture, manifest_dir};
 use serde_json::Value;
 
 const REGENERATE: &str = "cargo run -q -p queuelet-operator -- crd > crds/messagequeue.yaml";
@@ -373,73 +372,16 @@ mod structural {
     }
 }
 
-/// How to run kubernetes-validate here: its script, or the Python module.
-fn kubernetes_validate() -> Option<Vec<String>> {
-    let works = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if works("kubernetes-validate", &[]) {
-        return Some(vec!["kubernetes-validate".into()]);
-    }
-    if works("python3", &["-m", "kubernetes_validate"]) {
-        return Some(vec![
-            "python3".into(),
-            "-m".into(),
-            "kubernetes_validate".into(),
-        ]);
-    }
-    None
-}
-
-/// The oldest and the newest Kubernetes the operator supports (k8s-openapi 0.29).
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
-
 #[test]
 fn every_manifest_passes_the_kubernetes_openapi_schemas() {
-    let Some(command) = kubernetes_validate() else {
-        let message = "kubernetes-validate is not installed (python3 -m pip install \
-                       'kubernetes-validate==1.37.0'; .ci/run does this)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{message}: CI must run this test");
-        }
-        eprintln!("SKIPPED every_manifest_passes_the_kubernetes_openapi_schemas: {message}");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut files = vec![manifest_dir().join("../crds/messagequeue.yaml")];
-    for name in FIXTURES {
-        for (i, object) in objects(&desired(&fixture(name))).iter().enumerate() {
-            let kind = object["kind"].as_str().unwrap().to_lowercase();
-            let path = dir.path().join(format!("{name}-{i}-{kind}.yaml"));
-            std::fs::write(&path, serde_saphyr::to_string(object).unwrap()).unwrap();
-            files.push(path);
-        }
-    }
-    assert!(files.len() > 25, "{} files", files.len());
-    for version in KUBERNETES_VERSIONS {
-        run_validate(&command, version, &files);
-    }
-}
-
-fn run_validate(command: &[String], version: &str, files: &[impl AsRef<Path>]) {
-    let output = Command::new(&command[0])
-        .args(&command[1..])
-        .args(["--strict", "--kubernetes-version", version])
-        .args(files.iter().map(AsRef::as_ref))
-        .output()
-        .expect("running kubernetes-validate");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let passed = stdout.lines().filter(|l| l.contains(" passed ")).count();
-    assert!(
-        output.status.success() && passed == files.len(),
-        "kubernetes-validate --strict -k {version}: {passed} of {} passed\n{stdout}\n{stderr}",
-        files.len()
+    let validated = common::validate_built(
+        "every_manifest_passes_the_kubernetes_openapi_schemas",
+        vec![manifest_dir().join("../crds/messagequeue.yaml")],
+        FIXTURES.map(|name| (name, fixture(name))),
     );
+    if let Some(files) = validated {
+        assert!(files > 25, "{files} files");
+    }
 }
 
 #[test]

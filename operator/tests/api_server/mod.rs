@@ -2,9 +2,12 @@
 //! pattern): the client under test talks to a tower-test service, and a scenario takes
 //! each request it expects, in order, checks it, and answers with a complete object.
 //! A request the scenario did not expect makes the scenario fail; a request it expected
-//! but never came makes it time out.
+//! but never came makes it time out. Every request must be granted by the chart's RBAC
+//! (`rbac`).
 
 #![allow(dead_code)]
+
+pub mod rbac;
 
 use std::time::Duration;
 
@@ -60,6 +63,7 @@ impl ApiServer {
             body,
             reply,
         };
+        rbac::assert_allowed(&exchange.method, &exchange.path, &exchange.query);
         assert_eq!(
             (&exchange.method, exchange.path.as_str()),
             (&method, path),

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod schema;
+pub mod tools;
+
 use std::path::PathBuf;
 
 use kube::Resource;
@@ -60,4 +63,25 @@ pub fn objects(desired: &Desired) -> Vec<Value> {
     }
     objects.push(serde_json::to_value(&desired.stateful_set).unwrap());
     objects
+}
+
+/// Runs kubernetes-validate over `files` and every object built for each `(label,
+/// MessageQueue)`; returns how many files passed, or `None` when the tool is missing
+/// (see [`tools::required`]).
+pub fn validate_built<'a>(
+    test: &str,
+    mut files: Vec<PathBuf>,
+    queues: impl IntoIterator<Item = (&'a str, MessageQueue)>,
+) -> Option<usize> {
+    let command = tools::kubernetes_validate(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    for (label, mq) in queues {
+        files.extend(tools::write_objects(
+            dir.path(),
+            label,
+            &objects(&desired(&mq)),
+        ));
+    }
+    tools::run_validate(&command, &files);
+    Some(files.len())
 }
