@@ -1,4 +1,5 @@
-//! The chart's RBAC (`charts/queuelet-operator/files/rules.yaml`) held against the
+//! The chart's RBAC (`charts/queuelet-operator/files/rules.yaml` and
+//! `leader-rules.yaml`) held against the
 //! requests the operator makes: the mocked API server refuses any request those rules
 //! would not allow, so a new API call without its permission fails the scenario that
 //! makes it.
@@ -58,16 +59,26 @@ pub fn access(method: &Method, path: &str, query: &str) -> Access {
 
 fn rules() -> &'static Vec<Value> {
     static RULES: OnceLock<Vec<Value>> = OnceLock::new();
+    // The rules on watched objects, and those of the leader Lease (granted in the
+    // operator's own namespace only).
     RULES.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../charts/queuelet-operator/files/rules.yaml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        ["rules.yaml", "leader-rules.yaml"]
+            .iter()
+            .flat_map(|file| {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../charts/queuelet-operator/files")
+                    .join(file);
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                let rules: Vec<Value> = serde_saphyr::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                rules
+            })
+            .collect()
     })
 }
 
-/// True when a rule of files/rules.yaml grants `access`.
+/// True when a rule of the chart's files grants `access`.
 pub fn allowed(access: &Access) -> bool {
     let lists = |rule: &Value, key: &str, wanted: &str| {
         rule[key]
