@@ -117,6 +117,22 @@ fn args(objects: &[Value]) -> Vec<&str> {
 
 /// What holds whatever the values: the operator runs locked down, probed on its `http`
 /// port, with its own identity from the downward API.
+/// The operator binary parses the rendered arguments (then prints its help, so it does
+/// not start): a flag the chart passes and the operator lacks fails here.
+fn assert_the_operator_accepts_its_args(objects: &[Value]) {
+    let args = args(objects);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_queuelet-operator"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run queuelet-operator");
+    assert!(
+        output.status.success(),
+        "queuelet-operator refuses the chart's arguments {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn assert_operator_pod_basics(objects: &[Value]) {
     let deployment = one(objects, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -271,6 +287,7 @@ fn default_values_render_cluster_wide_rbac_and_pass_the_schemas() {
         return;
     };
     let objects = render(&helm, &[]);
+    assert_the_operator_accepts_its_args(&objects);
     let kinds: Vec<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
@@ -320,6 +337,7 @@ fn ci_values_render_objects_that_pass_the_schemas() {
     for file in ci_values_files() {
         let objects = render(&helm, &[&file]);
         assert_operator_pod_basics(&objects);
+        assert_the_operator_accepts_its_args(&objects);
         assert_bindings_name_the_service_account(&objects);
         let label = file.file_stem().unwrap().to_string_lossy().into_owned();
         validate_built_in(test, &label, &objects);
