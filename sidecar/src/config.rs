@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, QueueAttributes};
+use crate::engine::{Engine, QueueAttributes, TopicDeclaration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityMode {
@@ -82,7 +82,8 @@ pub struct Args {
     #[arg(long, env = "QUEUELET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// TOML file declaring queues (`[queues.NAME]` tables of attributes); re-read when it
+    /// TOML file declaring queues (`[queues.NAME]` tables of attributes) and topics
+    /// (`[topics.NAME]`, with `[topics.NAME.subscriptions.SUB]`); re-read when it
     /// changes. Declared queues can only be changed there.
     #[arg(long, env = "QUEUELET_CONFIG")]
     pub config: Option<PathBuf>,
@@ -151,6 +152,9 @@ pub struct ConfigFile {
     /// Declared queues by name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueAttributes>,
+    /// Declared topics by name, with their subscriptions.
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicDeclaration>,
 }
 
 impl ConfigFile {
@@ -170,6 +174,13 @@ impl ConfigFile {
             .map(|(name, attrs)| (name.clone(), attrs.clone()))
             .collect()
     }
+
+    pub fn topic_declarations(&self) -> Vec<(String, TopicDeclaration)> {
+        self.topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.clone()))
+            .collect()
+    }
 }
 
 /// Applies the file's declarations to the engine.
@@ -178,7 +189,11 @@ pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
     engine
         .apply_declarations(&file.declarations())
         .await
-        .with_context(|| format!("applying queue declarations from {}", path.display()))
+        .with_context(|| format!("applying queue declarations from {}", path.display()))?;
+    engine
+        .apply_topic_declarations(&file.topic_declarations())
+        .await
+        .with_context(|| format!("applying topic declarations from {}", path.display()))
 }
 
 /// Re-applies the file whenever its content changes (a mounted ConfigMap is replaced
@@ -240,6 +255,32 @@ mod tests {
             Some(Some(5))
         );
         assert_eq!(declared[1].1, QueueAttributes::default());
+    }
+
+    #[test]
+    fn topics_are_declared_with_their_subscriptions() {
+        let file = ConfigFile::parse(
+            r#"
+            [queues.orders]
+            [topics.events]
+            filterType = "routingKey"
+            [topics.events.subscriptions.to-orders]
+            queue = "orders"
+            bindingKeys = ["order.*"]
+            "#,
+        )
+        .unwrap();
+        let topics = file.topic_declarations();
+        assert_eq!(topics.len(), 1);
+        let (name, topic) = &topics[0];
+        assert_eq!(name, "events");
+        assert_eq!(
+            topic.attributes().filter_type,
+            crate::engine::FilterType::RoutingKey
+        );
+        let sub = &topic.subscriptions["to-orders"];
+        assert_eq!(sub.queue.as_deref(), Some("orders"));
+        assert_eq!(sub.binding_keys, vec!["order.*".to_string()]);
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub mod error;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+mod paging;
 pub mod queues;
+pub mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +63,8 @@ impl Default for HttpLimits {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "queues", description = "Queues and their attributes"),
-         (name = "messages", description = "Sending, receiving and deleting messages"))
+         (name = "messages", description = "Sending, receiving and deleting messages"),
+         (name = "topics", description = "Topics, their subscriptions, and publishing"))
 )]
 struct ApiDoc;
 
@@ -96,6 +99,30 @@ pub fn native_api() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::delete_message))
         .routes(routes!(messages::delete_batch))
         .routes(routes!(messages::change_visibility))
+        .routes(routes!(topics::list_topics))
+        .routes(routes!(
+            topics::create_topic,
+            topics::get_topic,
+            topics::update_topic,
+            topics::delete_topic
+        ))
+        .routes(routes!(topics::publish_message))
+        .routes(routes!(topics::publish_batch))
+        .routes(routes!(topics::list_subscriptions))
+        .routes(routes!(
+            topics::subscribe,
+            topics::get_subscription,
+            topics::update_subscription,
+            topics::unsubscribe
+        ))
+}
+
+/// 201 for something new, 200 when it already existed as asked.
+fn created_status(created: crate::engine::Created) -> StatusCode {
+    match created {
+        crate::engine::Created::New => StatusCode::CREATED,
+        crate::engine::Created::AlreadyExisted => StatusCode::OK,
+    }
 }
 
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {

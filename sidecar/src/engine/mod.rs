@@ -6,9 +6,11 @@ pub mod attrs;
 pub mod clock;
 mod error;
 pub mod ids;
+mod pubsub;
 pub mod queue;
 pub mod record;
 mod seqmap;
+pub mod topic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,14 @@ use tokio_util::sync::CancellationToken;
 pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validate_name};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
+pub use pubsub::{Published, SubscriptionInfo, SubscriptionPatch, TopicInfo, TopicMessage};
 pub use queue::SegmentUse;
 pub use queue::{NewMessage, QueueStats};
 pub use record::{Journal, LateJournal, MemoryJournal, Record, Snapshot};
+pub use topic::{
+    ContentFormat, FilterType, NotifyStrategy, SubscriptionSpec, TopicAttributes,
+    TopicAttributesPatch, TopicDeclaration,
+};
 
 use queue::Content;
 use record::BodyLoc;
@@ -65,6 +72,7 @@ pub struct Counters {
     pub deleted: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub expired: AtomicU64,
+    pub published: AtomicU64,
 }
 
 struct Queue {
@@ -134,6 +142,10 @@ pub enum Origin {
 
 pub struct Engine {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Locked after `queues` when both are needed.
+    topics: Mutex<std::collections::BTreeMap<String, topic::Topic>>,
+    /// Serializes topic changes, so a change that fails to be durable can be undone.
+    topic_changes: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal>,
     ids: IdCodec,
@@ -170,6 +182,8 @@ impl Engine {
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, journal: Arc<dyn Journal>) -> Self {
         Self {
             queues: RwLock::new(HashMap::new()),
+            topics: Mutex::new(Default::default()),
+            topic_changes: tokio::sync::Mutex::new(()),
             clock,
             journal,
             // Receipt handles are signed with a key of this process alone: in-flight state
@@ -385,6 +399,13 @@ impl Engine {
                 return Err(EngineError::QueueInUse {
                     queue: name.to_string(),
                     used_by: used_by.to_string(),
+                });
+            }
+            if let Some((topic, subscription)) = self.queue_subscriber(name) {
+                return Err(EngineError::QueueSubscribed {
+                    queue: name.to_string(),
+                    topic,
+                    subscription,
                 });
             }
             queues.remove(name);
@@ -770,6 +791,11 @@ impl Engine {
         match record {
             Record::Checkpoint(snapshot) => {
                 queues.clear();
+                *self.topics.lock() = snapshot
+                    .topics
+                    .into_iter()
+                    .map(|topic| (topic.name.clone(), topic))
+                    .collect();
                 for queue in snapshot.queues {
                     let name = queue.name.clone();
                     let state = QueueState::from_snapshot(now, queue);
@@ -856,6 +882,12 @@ impl Engine {
             Record::QueueDeleted { name } => {
                 queues.remove(&name);
             }
+            Record::TopicPut(topic) => {
+                self.topics.lock().insert(topic.name.clone(), *topic);
+            }
+            Record::TopicDeleted { name } => {
+                self.topics.lock().remove(&name);
+            }
         }
     }
 
@@ -871,10 +903,13 @@ impl Engine {
             .filter_map(|name| queues.get(*name))
             .map(|queue| queue.state.lock())
             .collect();
+        let topics = self.topics.lock();
         let snapshot = Snapshot {
             queues: guards.iter().map(|state| state.snapshot()).collect(),
+            topics: topics.values().cloned().collect(),
         };
         let mark = self.journal.mark();
+        drop(topics);
         drop(guards);
         drop(queues);
         (snapshot, mark)
