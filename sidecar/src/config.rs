@@ -100,6 +100,15 @@ pub struct Args {
     #[arg(long, env = "QUEUELET_TOKENS", hide_env_values = true)]
     pub tokens: Option<String>,
 
+    /// CMQ API keys for `/v2/index.php`, as `SecretId:SecretKey` pairs, comma-separated.
+    /// Without any key, every CMQ request is refused.
+    #[arg(long, env = "QUEUELET_CMQ_KEYS", hide_env_values = true)]
+    pub cmq_keys: Option<String>,
+
+    /// File with CMQ API keys, one `SecretId:SecretKey` per line.
+    #[arg(long, env = "QUEUELET_CMQ_KEY_FILE")]
+    pub cmq_key_file: Option<PathBuf>,
+
     /// Allow serving beyond loopback without any token.
     #[arg(long, env = "QUEUELET_INSECURE")]
     pub insecure: bool,
@@ -142,6 +151,32 @@ impl Args {
             );
         }
         Ok(tokens)
+    }
+
+    /// Every CMQ key from --cmq-keys and --cmq-key-file, as (SecretId, SecretKey).
+    pub fn load_cmq_keys(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut lines: Vec<String> = self
+            .cmq_keys
+            .iter()
+            .flat_map(|k| k.split(','))
+            .map(str::to_string)
+            .collect();
+        if let Some(path) = &self.cmq_key_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading CMQ key file {}", path.display()))?;
+            lines.extend(text.lines().map(str::to_string));
+        }
+        lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.split_once(':') {
+                Some((id, key)) if !id.trim().is_empty() && !key.trim().is_empty() => {
+                    Ok((id.trim().to_string(), key.trim().to_string()))
+                }
+                _ => anyhow::bail!("a CMQ key must be SecretId:SecretKey (one is malformed)"),
+            })
+            .collect()
     }
 }
 

@@ -66,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             engine: engine.clone(),
             metrics: Arc::new(Metrics::default()),
             ready: ready.clone(),
+            cmq_keys: Arc::new(crate::api::cmq::Keys::new(args.load_cmq_keys()?)),
         },
         tokens.clone(),
         &HttpLimits {

@@ -2,6 +2,7 @@
 //! document. Handlers parse, call the engine, and map its refusals through `ApiError`.
 
 pub mod auth;
+pub mod cmq;
 pub mod error;
 pub mod messages;
 pub mod metrics;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False until the store is open and declarations are applied.
     pub ready: Arc<AtomicBool>,
+    /// SecretId → SecretKey of the CMQ API.
+    pub cmq_keys: Arc<cmq::Keys>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,9 +140,17 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
             Arc::new(tokens),
             auth::require_token,
         ));
+    // CMQ clients sign their requests instead of carrying a bearer token.
+    let cmq = Router::new()
+        .route(cmq::PATH, axum::routing::get(cmq::index).post(cmq::index))
+        .route_layer(middleware::from_fn_with_state(
+            state.ready.clone(),
+            until_ready,
+        ));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .merge(api)
+        .merge(cmq)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -1,0 +1,117 @@
+"""Drives a running queuelet through Tencent's CMQ Python SDK (qcloud-cmq-sdk-py3).
+
+Usage: sdk_suite.py URL SECRET_ID SECRET_KEY
+Prints one line per check and exits non-zero on the first failure.
+"""
+import sys
+import threading
+import time
+
+from cmq.account import Account
+from cmq.cmq_exception import CMQServerException
+from cmq.queue import Message, QueueMeta
+
+URL, SECRET_ID, SECRET_KEY = sys.argv[1:4]
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        print("FAIL %s %s" % (name, detail))
+        sys.exit(1)
+    print("ok   %s" % name)
+
+
+def refused(call):
+    """The CMQ error code a call is refused with (None when it succeeds)."""
+    try:
+        call()
+    except CMQServerException as error:
+        return error.code, error.message
+    return None
+
+
+def account(sign="sha1", key=SECRET_KEY, secret_id=SECRET_ID, method="POST"):
+    acc = Account(URL, secret_id, key)
+    acc.close_log()
+    acc.set_sign(sign)
+    acc.cmq_client.set_method(method)
+    return acc
+
+
+def queue(acc, name):
+    q = acc.get_queue(name)
+    q.set_encoding(False)
+    return q
+
+
+def queues_and_messages(acc, label):
+    name = "sdk-" + label
+    q = queue(acc, name)
+    meta = QueueMeta()
+    meta.visibilityTimeout = 40
+    meta.pollingWaitSeconds = 0
+    q.create(meta)
+    got = q.get_attributes()
+    check(label + " create/get attributes", got.visibilityTimeout == 40 and got.maxMsgSize == 65536,
+          str(got))
+    check(label + " create twice is refused", refused(lambda: q.create(meta))[0] == 4460)
+    meta.visibilityTimeout = 50
+    q.set_attributes(meta)
+    check(label + " set attributes", q.get_attributes().visibilityTimeout == 50)
+
+    sent = q.send_message(Message("hello, cmq & friends = 1"))
+    check(label + " send", bool(sent.msgId))
+    batch = q.batch_send_message([Message("b%d" % i) for i in range(3)])
+    check(label + " batch send", len(batch) == 3 and all(m.msgId for m in batch))
+    attrs = q.get_attributes()
+    check(label + " active count", attrs.activeMsgNum == 4, str(attrs))
+
+    one = q.receive_message(polling_wait_seconds=1)
+    check(label + " receive", one.msgBody == "hello, cmq & friends = 1" and one.dequeueCount == 1,
+          str(one))
+    q.delete_message(one.receiptHandle)
+    check(label + " stale handle refused",
+          refused(lambda: q.delete_message(one.receiptHandle))[0] == 4430)
+    many = q.batch_receive_message(16, polling_wait_seconds=1)
+    check(label + " batch receive", sorted(m.msgBody for m in many) == ["b0", "b1", "b2"])
+    q.batch_delete_message([m.receiptHandle for m in many])
+    partial = refused(lambda: q.batch_delete_message([many[0].receiptHandle]))
+    check(label + " batch delete of deleted handles", partial is not None and partial[0] == 6020,
+          str(partial))
+
+    started = time.time()
+    empty = refused(lambda: q.receive_message(polling_wait_seconds=1))
+    waited = time.time() - started
+    check(label + " empty receive waits, then 7000",
+          empty[0] == 7000 and "(10200)" in empty[1] and waited >= 0.9, "%s %.2f" % (empty, waited))
+
+    threading.Timer(0.5, lambda: queue(account(), name).send_message(Message("late"))).start()
+    started = time.time()
+    late = q.receive_message(polling_wait_seconds=10)
+    waited = time.time() - started
+    check(label + " long poll returns early", late.msgBody == "late" and waited < 5, "%.2f" % waited)
+    q.delete_message(late.receiptHandle)
+
+    total, listed, _ = acc.list_queue(searchWord=label)
+    check(label + " list queue", total == 1 and listed[0]["queueName"] == name, str(listed))
+    q.delete()
+    check(label + " deleted", refused(q.get_attributes)[0] == 4440)
+
+
+def signatures_are_enforced():
+    name = "sdk-unsigned"
+    for label, acc, code in [
+        ("wrong key", account(key="not-the-key"), 4100),
+        ("unknown SecretId", account(secret_id="AKIDnobody"), 4100),
+    ]:
+        result = refused(lambda: queue(acc, name).create(QueueMeta()))
+        check(label + " refused with %d" % code, result is not None and result[0] == code, str(result))
+    check("refused requests created nothing",
+          refused(lambda: queue(account(), name).get_attributes())[0] == 4440)
+
+
+queues_and_messages(account("sha1"), "sha1")
+queues_and_messages(account("sha256"), "sha256")
+queues_and_messages(account("sha1", method="GET"), "get")
+signatures_are_enforced()
+print("all SDK checks passed")
