@@ -10,6 +10,9 @@ import time
 from cmq.account import Account
 from cmq.cmq_exception import CMQServerException
 from cmq.queue import Message, QueueMeta
+from cmq.subscription import SubscriptionMeta
+from cmq.topic import Message as TopicMessage
+from cmq.topic import TopicMeta
 
 URL, SECRET_ID, SECRET_KEY = sys.argv[1:4]
 
@@ -110,8 +113,95 @@ def signatures_are_enforced():
           refused(lambda: queue(account(), name).get_attributes())[0] == 4440)
 
 
+def subscribe(acc, topic, name, queue_name, tags=(), keys=()):
+    meta = SubscriptionMeta()
+    meta.Protocal = "queue"
+    meta.Endpoint = queue_name
+    meta.NotifyContentFormat = "SIMPLIFIED"
+    meta.FilterTag = list(tags)
+    meta.bindingKey = list(keys)
+    sub = acc.get_subscription(topic, name)
+    sub.create(meta)
+    return sub
+
+
+def bodies(q):
+    try:
+        got = q.batch_receive_message(16, polling_wait_seconds=0)
+    except CMQServerException as error:
+        if error.code == 7000:
+            return []
+        raise
+    q.batch_delete_message([m.receiptHandle for m in got])
+    return sorted(m.msgBody for m in got)
+
+
+def topics_and_subscriptions(acc):
+    all_q, paid_q = queue(acc, "sdk-all"), queue(acc, "sdk-paid")
+    for q in (all_q, paid_q):
+        q.create(QueueMeta())
+    topic = acc.get_topic("sdk-events")
+    topic.create(TopicMeta())
+    attrs = topic.get_attributes()
+    check("topic attributes", attrs.filterType == 1 and attrs.maxMsgSize == 65536, str(attrs))
+    meta = TopicMeta()
+    meta.maxMsgSize = 4096
+    topic.set_attributes(meta)
+    check("set topic attributes", topic.get_attributes().maxMsgSize == 4096)
+    check("publish without subscription is 6030",
+          refused(lambda: topic.publish_message(TopicMessage("x")))[0] == 6030)
+
+    subscribe(acc, "sdk-events", "to-all", "sdk-all")
+    paid = subscribe(acc, "sdk-events", "to-paid", "sdk-paid", tags=["paid"])
+    got = paid.get_attributes()
+    check("subscription attributes", got.FilterTag == ["paid"] and got.NotifyContentFormat == "SIMPLIFIED",
+          str(got))
+    total, listed, _ = topic.list_subscription()
+    check("list subscriptions", total == 2 and {s["subscriptionName"] for s in listed} == {"to-all", "to-paid"},
+          str(listed))
+
+    sent = topic.publish_message(TopicMessage("order 1", ["paid", "vip"]))
+    check("publish", bool(sent.msgId))
+    batch = topic.batch_publish_message([TopicMessage("order 2"), TopicMessage("order 3")], msgtag=["open"])
+    check("batch publish", len(batch) == 2)
+    check("fan-out to every subscribed queue", bodies(all_q) == ["order 1", "order 2", "order 3"])
+    check("tag filter", bodies(paid_q) == ["order 1"])
+
+    paid.clearFilterTags()
+    topic.publish_message(TopicMessage("order 4", ["other"]))
+    check("cleared filter gets everything", bodies(paid_q) == ["order 4"])
+    meta = SubscriptionMeta()
+    meta.NotifyStrategy = ""
+    meta.NotifyContentFormat = ""
+    meta.FilterTag = ["refund"]
+    paid.set_attributes(meta)
+    check("set subscription filter", paid.get_attributes().FilterTag == ["refund"])
+
+    check("topic with subscriptions cannot be deleted", refused(topic.delete)[0] == 4000)
+    total, listed, _ = acc.list_topic(searchWord="events")
+    check("list topics", total == 1 and listed[0]["topicName"] == "sdk-events", str(listed))
+
+    routes = acc.get_topic("sdk-routes")
+    meta = TopicMeta()
+    meta.filterType = 2
+    routes.create(meta)
+    check("routing topic", routes.get_attributes().filterType == 2)
+    subscribe(acc, "sdk-routes", "eu", "sdk-paid", keys=["*.eu.#"])
+    routes.publish_message(TopicMessage("eu order"), routingKey="order.eu.paid")
+    check("unmatched routing key is 6030",
+          refused(lambda: routes.publish_message(TopicMessage("us"), routingKey="order.us"))[0] == 6030)
+    check("routing key filter", bodies(paid_q) == ["eu order"])
+
+    for topic_name, sub_name in [("sdk-events", "to-all"), ("sdk-events", "to-paid"), ("sdk-routes", "eu")]:
+        acc.get_subscription(topic_name, sub_name).delete()
+    topic.delete()
+    routes.delete()
+    check("topics deleted", refused(topic.get_attributes)[0] == 4440)
+
+
 queues_and_messages(account("sha1"), "sha1")
 queues_and_messages(account("sha256"), "sha256")
 queues_and_messages(account("sha1", method="GET"), "get")
 signatures_are_enforced()
+topics_and_subscriptions(account("sha256"))
 print("all SDK checks passed")

@@ -81,4 +81,22 @@ impl Params {
         }
         Ok(indexed.into_iter().map(|(_, v)| v.clone()).collect())
     }
+
+    /// CMQ's listing: the names containing `searchWord`, then `offset` and `limit`
+    /// (default and ceiling given); with the number that match.
+    pub fn page(
+        &self,
+        names: impl IntoIterator<Item = String>,
+        (default, max): (usize, usize),
+    ) -> Result<(usize, Vec<String>), CmqError> {
+        let search = self.get("searchWord").unwrap_or_default();
+        let offset = self.number("offset", (0, usize::MAX))?.unwrap_or(0);
+        let limit = self.number("limit", (0, max))?.unwrap_or(default);
+        let matching: Vec<String> = names.into_iter().filter(|n| n.contains(search)).collect();
+        let total = matching.len();
+        Ok((
+            total,
+            matching.into_iter().skip(offset).take(limit).collect(),
+        ))
+    }
 }

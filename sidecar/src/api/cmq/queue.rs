@@ -194,24 +194,13 @@ pub async fn handle(engine: &Engine, action: &str, params: &Params) -> Result<Fi
             Fields::new()
         }
         "ListQueue" => {
-            let search = params.get("searchWord").unwrap_or_default();
-            let offset = params.number("offset", (0, usize::MAX))?.unwrap_or(0);
-            let limit = params
-                .number("limit", (1, LIST_LIMIT.1))?
-                .unwrap_or(LIST_LIMIT.0);
-            let matching: Vec<String> = engine
-                .snapshot()
-                .into_iter()
-                .map(|(name, _)| name)
-                .filter(|name| name.contains(search))
-                .collect();
-            let list: Vec<Value> = matching
+            let names = engine.snapshot().into_iter().map(|(name, _)| name);
+            let (total, page) = params.page(names, LIST_LIMIT)?;
+            let list: Vec<Value> = page
                 .iter()
-                .skip(offset)
-                .take(limit)
                 .map(|name| json!({"queueId": queue_id(name), "queueName": name}))
                 .collect();
-            fields(json!({"totalCount": matching.len(), "queueList": list}))
+            fields(json!({"totalCount": total, "queueList": list}))
         }
         _ => {
             return Err(CmqError::new(
