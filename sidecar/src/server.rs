@@ -100,6 +100,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
+    tokio::spawn(crate::push::run(
+        engine.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
     ready.store(true, Ordering::Release);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
 

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1707,6 +1707,83 @@ async fn kill9_keeps_every_acknowledged_publish_in_every_matching_queue() {
             "topics: cycle {cycle}: all {} acknowledged publishes are in their queues after SIGKILL",
             acked.len()
         );
+    }
+    terminate(server).await;
+}
+
+/// Pushes to an HTTP endpoint that is down are kept on disk: after SIGKILL and a
+/// restart, an endpoint that is back receives every acknowledged publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_pending_pushes_until_the_endpoint_is_back() {
+    // A free port, with nothing listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("data directory");
+    let server = start(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let topic = format!("{}/v1/topics/events", server.url);
+    assert!(
+        http.put(&topic)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let subscribed = http
+        .put(format!("{topic}/subscriptions/hook"))
+        .json(&serde_json::json!({"endpoint": format!("http://127.0.0.1:{port}/hook"), "notifyContentFormat": "simplified"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        subscribed.status().is_success(),
+        "{:?}",
+        subscribed.text().await
+    );
+    let mut acked = BTreeSet::new();
+    for n in 0..20 {
+        let body = format!("push {n}");
+        let response = http
+            .post(format!("{topic}/messages"))
+            .json(&serde_json::json!({"body": body}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        acked.insert(body);
+    }
+    kill9(server).await;
+
+    let received: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let recorded = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().expect("receiver lock").insert(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the endpoint's port");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = start(dir.path(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *received.lock().expect("receiver lock") != acked {
+        assert!(
+            Instant::now() < deadline,
+            "after SIGKILL, {} of {} acknowledged pushes arrived",
+            received.lock().expect("receiver lock").len(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     terminate(server).await;
 }

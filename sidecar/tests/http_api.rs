@@ -2603,9 +2603,9 @@ async fn bad_topic_inputs_are_refused_and_change_nothing() {
         (
             Method::PUT,
             format!("{base}/t/subscriptions/s"),
-            r#"{"endpoint": "http://127.0.0.1:9/hook"}"#,
+            r#"{"endpoint": "ftp://127.0.0.1:9/hook"}"#,
             400,
-            "invalid_request",
+            "invalid_attribute",
         ),
         (
             Method::PUT,

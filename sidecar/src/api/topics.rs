@@ -174,8 +174,9 @@ pub async fn list_subscriptions(
     }))
 }
 
-/// Subscribes a queue of this server (`{"queue": …}`) to the topic, with optional
-/// filters; the same settings again are harmless (200), different ones a 409.
+/// Subscribes a queue of this server (`{"queue": …}`) or an HTTP endpoint
+/// (`{"endpoint": …}`, pushed to with retries) to the topic, with optional filters; the
+/// same settings again are harmless (200), different ones a 409.
 #[utoipa::path(put, path = "/v1/topics/{name}/subscriptions/{subscription}", tag = "topics",
     params(("name" = String, Path, description = "Topic name"),
            ("subscription" = String, Path, description = "Subscription name")),

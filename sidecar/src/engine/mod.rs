@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validate_name};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
-pub use pubsub::{Published, SubscriptionInfo, SubscriptionPatch, TopicInfo, TopicMessage};
+pub use pubsub::{
+    Published, PushTarget, SubscriptionInfo, SubscriptionPatch, TopicInfo, TopicMessage,
+};
 pub use queue::SegmentUse;
 pub use queue::{NewMessage, QueueStats};
 pub use record::{Journal, LateJournal, MemoryJournal, Record, Snapshot};
@@ -275,6 +277,17 @@ impl Engine {
         origin: Origin,
     ) -> Result<Created, EngineError> {
         validate_name(name)?;
+        self.create_queue_named(name, attrs, origin).await
+    }
+
+    /// Creates a queue whose name is already known to be acceptable: a user's, or an
+    /// internal one (pending pushes) whose name no user can give.
+    async fn create_queue_named(
+        &self,
+        name: &str,
+        attrs: QueueAttributes,
+        origin: Origin,
+    ) -> Result<Created, EngineError> {
         attrs.validate(name)?;
         let now = self.clock.now_ms();
         let (durable, uid) = {
@@ -372,6 +385,9 @@ impl Engine {
     }
 
     pub async fn delete_queue(&self, name: &str, origin: Origin) -> Result<(), EngineError> {
+        if origin == Origin::Api && topic::is_internal_queue(name) {
+            return Err(EngineError::QueueNotFound(name.to_string()));
+        }
         let (queue, durable) = {
             let mut queues = self.queues.write();
             let queue = queues
@@ -573,7 +589,7 @@ impl Engine {
             .queues
             .read()
             .keys()
-            .filter(|name| name.starts_with(prefix))
+            .filter(|name| name.starts_with(prefix) && !topic::is_internal_queue(name))
             .cloned()
             .collect();
         names.sort();
@@ -981,9 +997,15 @@ impl Engine {
         }
     }
 
-    /// Every queue with its counts, for metrics.
+    /// Every queue with its counts, for metrics (internal queues left out).
     pub fn snapshot(&self) -> Vec<(String, QueueStats)> {
-        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        let queues: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .iter()
+            .filter(|(name, _)| !topic::is_internal_queue(name))
+            .map(|(_, queue)| queue.clone())
+            .collect();
         let mut out: Vec<(String, QueueStats)> = queues
             .iter()
             .map(|q| {

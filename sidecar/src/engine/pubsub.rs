@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::QueueAttributes;
 use super::topic::{
-    MAX_SUBSCRIPTIONS, Subscription, SubscriptionSpec, Target, Topic, TopicAttributes,
-    TopicAttributesPatch, TopicDeclaration, validate_publish,
+    ContentFormat, MAX_PENDING_PUSHES, MAX_SUBSCRIPTIONS, NotifyStrategy, Subscription,
+    SubscriptionSpec, Target, Topic, TopicAttributes, TopicAttributesPatch, TopicDeclaration,
+    push_queue_name, validate_publish,
 };
 use super::{Created, Engine, EngineError, NewMessage, Origin, Queue, Record, validate_name};
 
@@ -73,6 +75,19 @@ pub struct Published {
     pub subscriptions: usize,
     /// Messages enqueued into subscribed queues, over all messages.
     pub deliveries: usize,
+}
+
+/// An HTTP subscription and the internal queue its pending pushes wait in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget {
+    pub topic: String,
+    pub subscription: String,
+    pub queue: String,
+    pub endpoint: String,
+    pub strategy: NotifyStrategy,
+    pub format: ContentFormat,
+    /// How long a push is retried at most, in seconds.
+    pub retention_seconds: u32,
 }
 
 /// What a topic change does to the stored definition.
@@ -236,6 +251,11 @@ impl Engine {
         origin: Origin,
     ) -> Result<Created, EngineError> {
         validate_name(subscription)?;
+        if let Ok(Target::Endpoint(_)) = spec.target() {
+            let retention = self.get_topic(topic)?.attrs.retention_seconds;
+            self.ensure_push_queue(topic, subscription, retention)
+                .await?;
+        }
         let now = self.clock.now_ms();
         let created = self
             .change_topic(topic, origin, |current, queues| {
@@ -325,16 +345,29 @@ impl Engine {
         subscription: &str,
         origin: Origin,
     ) -> Result<(), EngineError> {
-        self.change_topic(topic, origin, |current, _| {
-            let current = current.ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?;
-            let mut next = current.clone();
-            next.subscriptions
-                .remove(subscription)
-                .ok_or_else(|| subscription_not_found(topic, subscription))?;
-            Ok((Next::Put(next), ()))
-        })
-        .await?;
+        let removed = self
+            .change_topic(topic, origin, |current, _| {
+                let current =
+                    current.ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?;
+                let mut next = current.clone();
+                let removed = next
+                    .subscriptions
+                    .remove(subscription)
+                    .ok_or_else(|| subscription_not_found(topic, subscription))?;
+                Ok((Next::Put(next), removed))
+            })
+            .await?;
         tracing::info!(topic, subscription, ?origin, "unsubscribed");
+        if removed.spec.endpoint.is_some() {
+            // Its pending pushes go with it.
+            match self
+                .delete_queue(&push_queue_name(topic, subscription), Origin::Declaration)
+                .await
+            {
+                Ok(()) | Err(EngineError::QueueNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
         Ok(())
     }
 
@@ -403,10 +436,10 @@ impl Engine {
             let current = topics
                 .get(topic)
                 .ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?;
-            let specs: Vec<SubscriptionSpec> = current
+            let specs: Vec<(String, SubscriptionSpec)> = current
                 .subscriptions
-                .values()
-                .map(|s| s.spec.clone())
+                .iter()
+                .map(|(name, s)| (name.clone(), s.spec.clone()))
                 .collect();
             (current.attrs.clone(), specs)
         };
@@ -419,31 +452,44 @@ impl Engine {
                 });
             }
         }
-        let mut per_queue: BTreeMap<&str, Vec<NewMessage>> = BTreeMap::new();
+        // Per target queue: its messages, and whether it holds pending pushes.
+        let mut per_queue: BTreeMap<String, (bool, Vec<NewMessage>)> = BTreeMap::new();
         let mut deliveries = 0;
         for message in &messages {
-            for spec in &subscriptions {
+            for (name, spec) in &subscriptions {
                 let routing_key = message.routing_key.as_deref();
                 if !spec.accepts(attrs.filter_type, &message.tags, routing_key) {
                     continue;
                 }
-                if let Ok(Target::Queue(queue)) = spec.target() {
-                    deliveries += 1;
-                    per_queue.entry(queue).or_default().push(NewMessage {
-                        body: message.body.clone(),
-                        delay_seconds: None,
-                        tags: message.tags.clone(),
-                    });
-                }
+                let (queue, push) = match spec.target() {
+                    Ok(Target::Queue(queue)) => (queue.to_string(), false),
+                    Ok(Target::Endpoint(_)) => (push_queue_name(topic, name), true),
+                    Err(_) => continue,
+                };
+                deliveries += 1;
+                let entry = per_queue.entry(queue).or_insert((push, Vec::new()));
+                entry.1.push(NewMessage {
+                    body: message.body.clone(),
+                    delay_seconds: None,
+                    tags: message.tags.clone(),
+                });
             }
         }
-        let sends = per_queue.iter().flat_map(|(queue, batch)| {
-            batch
-                .chunks(self.max_batch)
-                .map(move |chunk| self.send(queue, chunk.to_vec()))
+        let sends = per_queue.iter().flat_map(|(queue, (push, batch))| {
+            batch.chunks(self.max_batch).map(move |chunk| async move {
+                (queue, *push, self.send(queue, chunk.to_vec()).await)
+            })
         });
-        for result in futures_util::future::join_all(sends).await {
-            result?;
+        for (queue, push, result) in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(_) => {}
+                // A dead endpoint must not block publishers: its oldest pushes stay,
+                // new ones are dropped.
+                Err(EngineError::QueueFull { .. }) if push => {
+                    tracing::warn!(topic, queue = %queue, "pending pushes full; dropped new ones");
+                }
+                Err(error) => return Err(error),
+            }
         }
         self.counters
             .published
@@ -457,6 +503,51 @@ impl Engine {
             subscriptions: subscriptions.len(),
             deliveries,
         })
+    }
+
+    /// Creates the internal queue of an HTTP subscription's pending pushes.
+    async fn ensure_push_queue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        retention_seconds: u32,
+    ) -> Result<(), EngineError> {
+        let attrs = QueueAttributes {
+            retention_seconds: retention_seconds.max(60),
+            max_backlog: MAX_PENDING_PUSHES,
+            max_message_bytes: super::attrs::MAX_MESSAGE_BYTES.1,
+            ..QueueAttributes::default()
+        };
+        let name = push_queue_name(topic, subscription);
+        match self
+            .create_queue_named(&name, attrs, Origin::Declaration)
+            .await
+        {
+            Ok(_) | Err(EngineError::QueueExists(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every HTTP subscription, with the queue of its pending pushes.
+    pub fn push_targets(&self) -> Vec<PushTarget> {
+        let topics = self.topics.lock();
+        topics
+            .values()
+            .flat_map(|topic| {
+                topic.subscriptions.iter().filter_map(|(name, s)| {
+                    let endpoint = s.spec.endpoint.clone()?;
+                    Some(PushTarget {
+                        topic: topic.name.clone(),
+                        subscription: name.clone(),
+                        queue: push_queue_name(&topic.name, name),
+                        endpoint,
+                        strategy: s.spec.notify_strategy,
+                        format: s.spec.notify_content_format,
+                        retention_seconds: topic.attrs.retention_seconds,
+                    })
+                })
+            })
+            .collect()
     }
 
     /// The first subscription (topic, name) that delivers into `queue`, if any.
@@ -498,6 +589,13 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         for (name, declaration) in declared {
+            for (subscription, spec) in &declaration.subscriptions {
+                if spec.endpoint.is_some() {
+                    let retention = declaration.attributes().retention_seconds;
+                    self.ensure_push_queue(name, subscription, retention)
+                        .await?;
+                }
+            }
             self.change_topic(name, Origin::Declaration, |current, _| {
                 let mut subscriptions = BTreeMap::new();
                 for (sub, spec) in &declaration.subscriptions {
@@ -558,7 +656,7 @@ impl Engine {
     }
 }
 
-/// A queue subscription needs its queue; HTTP endpoints are not pushed to yet.
+/// A queue subscription needs its queue.
 fn check_target(
     spec: &SubscriptionSpec,
     queues: &HashMap<String, Arc<Queue>>,
@@ -567,10 +665,7 @@ fn check_target(
         Target::Queue(queue) if !queues.contains_key(queue) => {
             Err(EngineError::QueueNotFound(queue.to_string()))
         }
-        Target::Queue(_) => Ok(()),
-        Target::Endpoint(_) => Err(EngineError::InvalidRequest(
-            "subscriptions to HTTP endpoints are not supported yet; subscribe a queue".into(),
-        )),
+        Target::Queue(_) | Target::Endpoint(_) => Ok(()),
     }
 }
 

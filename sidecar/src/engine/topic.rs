@@ -255,6 +255,39 @@ pub fn routing_key_matches(pattern: &str, key: &str) -> bool {
     matches[0][0]
 }
 
+/// Pending pushes of an HTTP subscription wait, on disk, in an internal queue whose
+/// name no user can give (user names hold no `$` or `.`).
+pub fn push_queue_name(topic: &str, subscription: &str) -> String {
+    format!("$push.{topic}.{subscription}")
+}
+
+pub fn is_internal_queue(name: &str) -> bool {
+    name.starts_with('$')
+}
+
+/// Most pushes one HTTP subscription keeps waiting; beyond it new ones are dropped, so a
+/// dead endpoint costs bounded memory and disk and never blocks a publisher.
+pub const MAX_PENDING_PUSHES: u64 = 100_000;
+/// BACKOFF_RETRY: seconds between tries, and how many tries in all.
+pub const BACKOFF_INTERVAL_SECONDS: u32 = 10;
+pub const BACKOFF_TRIES: u32 = 3;
+/// EXPONENTIAL_DECAY_RETRY: the longest wait between two tries.
+pub const MAX_DECAY_SECONDS: u32 = 512;
+
+/// Seconds to wait before the next try of a push that failed `tries` times, or `None`
+/// when the strategy gives up (an exponential decay also gives up at the topic's
+/// retention, which the caller checks).
+pub fn retry_delay(strategy: NotifyStrategy, tries: u32) -> Option<u32> {
+    match strategy {
+        NotifyStrategy::BackoffRetry => (tries < BACKOFF_TRIES).then_some(BACKOFF_INTERVAL_SECONDS),
+        NotifyStrategy::ExponentialDecayRetry => Some(
+            1u32.checked_shl(tries.saturating_sub(1))
+                .unwrap_or(MAX_DECAY_SECONDS)
+                .min(MAX_DECAY_SECONDS),
+        ),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
@@ -334,6 +367,26 @@ mod tests {
         for (pattern, key, want) in cases {
             assert_eq!(routing_key_matches(pattern, key), want, "{pattern} ~ {key}");
         }
+    }
+
+    #[test]
+    fn retry_schedules_follow_the_two_strategies() {
+        let decay: Vec<Option<u32>> = (1..=11)
+            .map(|t| retry_delay(NotifyStrategy::ExponentialDecayRetry, t))
+            .collect();
+        let want: Vec<Option<u32>> = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 512]
+            .into_iter()
+            .map(Some)
+            .collect();
+        assert_eq!(decay, want);
+        assert_eq!(
+            retry_delay(NotifyStrategy::ExponentialDecayRetry, 100),
+            Some(512)
+        );
+        let backoff: Vec<Option<u32>> = (1..=4)
+            .map(|t| retry_delay(NotifyStrategy::BackoffRetry, t))
+            .collect();
+        assert_eq!(backoff, [Some(10), Some(10), None, None]);
     }
 
     #[test]

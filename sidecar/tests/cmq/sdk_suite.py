@@ -178,6 +178,16 @@ def topics_and_subscriptions(acc):
     check("set subscription filter", paid.get_attributes().FilterTag == ["refund"])
 
     check("topic with subscriptions cannot be deleted", refused(topic.delete)[0] == 4000)
+    meta = SubscriptionMeta()
+    meta.Protocal = "http"
+    meta.Endpoint = "http://127.0.0.1:9/hook"
+    meta.NotifyStrategy = "BACKOFF_RETRY"
+    hook = acc.get_subscription("sdk-events", "hook")
+    hook.create(meta)
+    got = hook.get_attributes()
+    check("http subscription", got.Protocal == "http" and got.NotifyStrategy == "BACKOFF_RETRY", str(got))
+    hook.delete()
+
     total, listed, _ = acc.list_topic(searchWord="events")
     check("list topics", total == 1 and listed[0]["topicName"] == "sdk-events", str(listed))
 

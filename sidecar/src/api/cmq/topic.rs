@@ -261,6 +261,8 @@ async fn subscription(engine: &Engine, action: &str, params: &Params) -> Result<
                 "topicOwner": "",
                 "endpoint": endpoint,
                 "protocol": protocol,
+                // The Python SDK reads this misspelling.
+                "protocal": protocol,
                 "notifyStrategy": strategy_name(info.spec.notify_strategy),
                 "notifyContentFormat": format_name(info.spec.notify_content_format),
                 "createTime": info.created_ms / 1_000,
