@@ -1559,6 +1559,17 @@ async fn interval_mode_survives_process_kill() {
 // Topics: a publish acknowledged is in every matching subscribed queue after SIGKILL
 // ---------------------------------------------------------------------------------------
 
+/// PUTs a JSON body and asserts it succeeded.
+async fn put_json(http: &reqwest::Client, url: &str, body: serde_json::Value) {
+    let response = http.put(url).json(&body).send().await.expect("PUT");
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "PUT {url}: {status} {:?}",
+        response.text().await
+    );
+}
+
 /// Which tags the n-th publish of a task carries, and so which queues it must reach.
 fn publish_tags(n: usize) -> Vec<&'static str> {
     match n % 3 {
@@ -1594,15 +1605,7 @@ async fn kill9_keeps_every_acknowledged_publish_in_every_matching_queue() {
             .unwrap();
     }
     let topic = format!("{}/v1/topics/events", server.url);
-    assert!(
-        http.put(&topic)
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    put_json(&http, &topic, serde_json::json!({})).await;
     for (name, body) in [
         ("to-all", serde_json::json!({"queue": "all"})),
         (
@@ -1614,13 +1617,7 @@ async fn kill9_keeps_every_acknowledged_publish_in_every_matching_queue() {
             serde_json::json!({"queue": "vip", "filterTags": ["vip"]}),
         ),
     ] {
-        let response = http
-            .put(format!("{topic}/subscriptions/{name}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        put_json(&http, &format!("{topic}/subscriptions/{name}"), body).await;
     }
     let mut rng = StdRng::seed_from_u64(now_ms());
     let mut acked: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
@@ -1724,26 +1721,14 @@ async fn kill9_keeps_pending_pushes_until_the_endpoint_is_back() {
     let server = start(dir.path(), &[]).await;
     let http = reqwest::Client::new();
     let topic = format!("{}/v1/topics/events", server.url);
-    assert!(
-        http.put(&topic)
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let subscribed = http
-        .put(format!("{topic}/subscriptions/hook"))
-        .json(&serde_json::json!({"endpoint": format!("http://127.0.0.1:{port}/hook"), "notifyContentFormat": "simplified"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        subscribed.status().is_success(),
-        "{:?}",
-        subscribed.text().await
-    );
+    put_json(&http, &topic, serde_json::json!({})).await;
+    let endpoint = format!("http://127.0.0.1:{port}/hook");
+    put_json(
+        &http,
+        &format!("{topic}/subscriptions/hook"),
+        serde_json::json!({"endpoint": endpoint, "notifyContentFormat": "simplified"}),
+    )
+    .await;
     let mut acked = BTreeSet::new();
     for n in 0..20 {
         let body = format!("push {n}");

@@ -156,6 +156,10 @@ async fn raw_get(http: &reqwest::Client, url: &str) -> Raw {
     raw(http, Method::GET, url, None, None, None).await
 }
 
+async fn raw_delete(http: &reqwest::Client, url: &str) -> Raw {
+    raw(http, Method::DELETE, url, None, None, None).await
+}
+
 async fn queue_names(client: &Client) -> Vec<String> {
     client
         .list_queues(&ListQueuesQuery::default())
@@ -2026,21 +2030,24 @@ async fn sigterm_releases_long_polls_and_exits_cleanly() {
 // Configuration file
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn config_file_declares_manages_and_reloads_queues() {
+/// Starts a server on a configuration file holding `text`, re-read every 200 ms.
+fn start_with_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Server) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queuelet.toml");
-    std::fs::write(
-        &path,
-        "[queues.orders]\nvisibilityTimeoutSeconds = 45\n[queues.orders-dlq]\n",
-    )
-    .unwrap();
+    std::fs::write(&path, text).unwrap();
     let server = Server::start(&[
         "--config",
         path.to_str().unwrap(),
         "--config-poll-ms",
         "200",
     ]);
+    (dir, path, server)
+}
+
+#[tokio::test]
+async fn config_file_declares_manages_and_reloads_queues() {
+    let (_dir, path, server) =
+        start_with_config("[queues.orders]\nvisibilityTimeoutSeconds = 45\n[queues.orders-dlq]\n");
     let client = server.client();
 
     let orders = client.get_queue("orders").await.unwrap();
@@ -2443,41 +2450,18 @@ async fn topic_lifecycle_subscriptions_publish_and_filters() {
     assert_eq!(receive_bodies(&client, "paid").await, ["untagged"]);
 
     // What holds references cannot go.
-    raw(
-        &http,
-        Method::DELETE,
-        &format!("{base}/events"),
-        None,
-        None,
-        None,
-    )
-    .await
-    .assert_error(409, "topic_in_use");
+    raw_delete(&http, &format!("{base}/events"))
+        .await
+        .assert_error(409, "topic_in_use");
     assert_api_error(client.delete_queue("paid").await, 409, "queue_in_use");
     for name in ["to-all", "to-paid"] {
-        let gone = raw(
-            &http,
-            Method::DELETE,
-            &format!("{subs}/{name}"),
-            None,
-            None,
-            None,
-        )
-        .await;
+        let gone = raw_delete(&http, &format!("{subs}/{name}")).await;
         assert_eq!(gone.status, StatusCode::NO_CONTENT);
     }
     raw_get(&http, &format!("{subs}/to-all"))
         .await
         .assert_error(404, "subscription_not_found");
-    let gone = raw(
-        &http,
-        Method::DELETE,
-        &format!("{base}/events"),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let gone = raw_delete(&http, &format!("{base}/events")).await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
     raw_get(&http, &format!("{base}/events"))
         .await
@@ -2644,34 +2628,17 @@ async fn bad_topic_inputs_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn config_file_declares_topics_with_subscriptions() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("queuelet.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path, server) = start_with_config(
         "[queues.orders]\n[topics.events]\n[topics.events.subscriptions.to-orders]\nqueue = \"orders\"\nfilterTags = [\"paid\"]\n",
-    )
-    .unwrap();
-    let server = Server::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--config-poll-ms",
-        "200",
-    ]);
+    );
     let http = reqwest::Client::new();
     let base = format!("{}/v1/topics/events", server.url);
     let topic = raw_get(&http, &base).await.json();
     assert_eq!(topic["managed"], true, "{topic}");
     assert_eq!(topic["subscriptions"], 1);
-    raw(
-        &http,
-        Method::DELETE,
-        &format!("{base}/subscriptions/to-orders"),
-        None,
-        None,
-        None,
-    )
-    .await
-    .assert_error(409, "topic_managed");
+    raw_delete(&http, &format!("{base}/subscriptions/to-orders"))
+        .await
+        .assert_error(409, "topic_managed");
     raw_json(
         &http,
         Method::POST,
@@ -2688,14 +2655,6 @@ async fn config_file_declares_topics_with_subscriptions() {
         assert!(Instant::now() < deadline, "the topic was not released");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let gone = raw(
-        &http,
-        Method::DELETE,
-        &format!("{base}/subscriptions/to-orders"),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let gone = raw_delete(&http, &format!("{base}/subscriptions/to-orders")).await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text);
 }

@@ -64,17 +64,8 @@ impl From<QueueInfo> for QueueView {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQueuesQuery {
-    /// Only queues whose name starts with this.
-    pub prefix: Option<String>,
-    /// How many matching queues to skip (default 0).
-    pub offset: Option<usize>,
-    /// Most queues to return, 1–1000 (default 100).
-    pub limit: Option<usize>,
-}
+/// The paging of the queue list (the same as every list's).
+pub type ListQueuesQuery = ListQuery;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
