@@ -351,6 +351,35 @@ async fn declared_topics_are_managed_and_released() {
 }
 
 #[tokio::test]
+async fn a_declared_push_subscription_dropped_from_the_file_takes_its_pending_pushes() {
+    let engine = engine();
+    let hook = SubscriptionSpec {
+        endpoint: Some("http://127.0.0.1:9/hook".into()),
+        ..SubscriptionSpec::default()
+    };
+    let with_hook = TopicDeclaration {
+        subscriptions: [("hook".to_string(), hook)].into(),
+        ..TopicDeclaration::default()
+    };
+    engine
+        .apply_topic_declarations(&[("t".to_string(), with_hook)])
+        .await
+        .unwrap();
+    let pending = queuelet::engine::topic::push_queue_name("t", "hook");
+    engine
+        .publish("t", vec![message("waiting", &[], None)])
+        .await
+        .unwrap();
+    assert_eq!(engine.get_queue(&pending).await.unwrap().stats.active, 1);
+    engine
+        .apply_topic_declarations(&[("t".to_string(), TopicDeclaration::default())])
+        .await
+        .unwrap();
+    assert_eq!(engine.get_topic("t").unwrap().subscriptions, 0);
+    assert!(engine.get_queue(&pending).await.is_err());
+}
+
+#[tokio::test]
 async fn topic_records_and_checkpoints_rebuild_the_same_topics() {
     let recorder = Arc::new(Recorder::default());
     let original = engine_with(recorder.clone());

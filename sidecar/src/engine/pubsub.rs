@@ -528,6 +528,27 @@ impl Engine {
         }
     }
 
+    /// Deletes the pending pushes of HTTP subscriptions that no longer exist (a
+    /// declaration dropped them).
+    async fn drop_orphan_push_queues(&self) -> Result<(), EngineError> {
+        let live: Vec<String> = self.push_targets().into_iter().map(|t| t.queue).collect();
+        let orphans: Vec<String> = self
+            .queues
+            .read()
+            .keys()
+            .filter(|name| super::topic::is_internal_queue(name) && !live.contains(name))
+            .cloned()
+            .collect();
+        for name in orphans {
+            tracing::info!(queue = %name, "subscription gone; its pending pushes are dropped");
+            match self.delete_queue(&name, Origin::Declaration).await {
+                Ok(()) | Err(EngineError::QueueNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
     /// Every HTTP subscription, with the queue of its pending pushes.
     pub fn push_targets(&self) -> Vec<PushTarget> {
         let topics = self.topics.lock();
@@ -631,6 +652,7 @@ impl Engine {
             })
             .await?;
         }
+        self.drop_orphan_push_queues().await?;
         let released: Vec<String> = self
             .topics
             .lock()
