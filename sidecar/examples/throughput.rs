@@ -150,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         engine,
         metrics: Arc::new(Metrics::default()),
         ready: Arc::new(AtomicBool::new(true)),
+        cmq_keys: Arc::default(),
     };
     let queuelet = serve(router(state, Tokens::default(), &HttpLimits::default())).await?;
 

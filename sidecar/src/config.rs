@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, QueueAttributes};
+use crate::engine::{Engine, QueueAttributes, TopicDeclaration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityMode {
@@ -82,7 +82,8 @@ pub struct Args {
     #[arg(long, env = "QUEUELET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// TOML file declaring queues (`[queues.NAME]` tables of attributes); re-read when it
+    /// TOML file declaring queues (`[queues.NAME]` tables of attributes) and topics
+    /// (`[topics.NAME]`, with `[topics.NAME.subscriptions.SUB]`); re-read when it
     /// changes. Declared queues can only be changed there.
     #[arg(long, env = "QUEUELET_CONFIG")]
     pub config: Option<PathBuf>,
@@ -98,6 +99,15 @@ pub struct Args {
     /// Accepted bearer tokens, comma-separated.
     #[arg(long, env = "QUEUELET_TOKENS", hide_env_values = true)]
     pub tokens: Option<String>,
+
+    /// CMQ API keys for `/v2/index.php`, as `SecretId:SecretKey` pairs, comma-separated.
+    /// Without any key, every CMQ request is refused.
+    #[arg(long, env = "QUEUELET_CMQ_KEYS", hide_env_values = true)]
+    pub cmq_keys: Option<String>,
+
+    /// File with CMQ API keys, one `SecretId:SecretKey` per line.
+    #[arg(long, env = "QUEUELET_CMQ_KEY_FILE")]
+    pub cmq_key_file: Option<PathBuf>,
 
     /// Allow serving beyond loopback without any token.
     #[arg(long, env = "QUEUELET_INSECURE")]
@@ -142,6 +152,32 @@ impl Args {
         }
         Ok(tokens)
     }
+
+    /// Every CMQ key from --cmq-keys and --cmq-key-file, as (SecretId, SecretKey).
+    pub fn load_cmq_keys(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut lines: Vec<String> = self
+            .cmq_keys
+            .iter()
+            .flat_map(|k| k.split(','))
+            .map(str::to_string)
+            .collect();
+        if let Some(path) = &self.cmq_key_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading CMQ key file {}", path.display()))?;
+            lines.extend(text.lines().map(str::to_string));
+        }
+        lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.split_once(':') {
+                Some((id, key)) if !id.trim().is_empty() && !key.trim().is_empty() => {
+                    Ok((id.trim().to_string(), key.trim().to_string()))
+                }
+                _ => anyhow::bail!("a CMQ key must be SecretId:SecretKey (one is malformed)"),
+            })
+            .collect()
+    }
 }
 
 /// The configuration file.
@@ -151,6 +187,9 @@ pub struct ConfigFile {
     /// Declared queues by name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueAttributes>,
+    /// Declared topics by name, with their subscriptions.
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicDeclaration>,
 }
 
 impl ConfigFile {
@@ -170,6 +209,13 @@ impl ConfigFile {
             .map(|(name, attrs)| (name.clone(), attrs.clone()))
             .collect()
     }
+
+    pub fn topic_declarations(&self) -> Vec<(String, TopicDeclaration)> {
+        self.topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.clone()))
+            .collect()
+    }
 }
 
 /// Applies the file's declarations to the engine.
@@ -178,7 +224,11 @@ pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
     engine
         .apply_declarations(&file.declarations())
         .await
-        .with_context(|| format!("applying queue declarations from {}", path.display()))
+        .with_context(|| format!("applying queue declarations from {}", path.display()))?;
+    engine
+        .apply_topic_declarations(&file.topic_declarations())
+        .await
+        .with_context(|| format!("applying topic declarations from {}", path.display()))
 }
 
 /// Re-applies the file whenever its content changes (a mounted ConfigMap is replaced
@@ -240,6 +290,32 @@ mod tests {
             Some(Some(5))
         );
         assert_eq!(declared[1].1, QueueAttributes::default());
+    }
+
+    #[test]
+    fn topics_are_declared_with_their_subscriptions() {
+        let file = ConfigFile::parse(
+            r#"
+            [queues.orders]
+            [topics.events]
+            filterType = "routingKey"
+            [topics.events.subscriptions.to-orders]
+            queue = "orders"
+            bindingKeys = ["order.*"]
+            "#,
+        )
+        .unwrap();
+        let topics = file.topic_declarations();
+        assert_eq!(topics.len(), 1);
+        let (name, topic) = &topics[0];
+        assert_eq!(name, "events");
+        assert_eq!(
+            topic.attributes().filter_type,
+            crate::engine::FilterType::RoutingKey
+        );
+        let sub = &topic.subscriptions["to-orders"];
+        assert_eq!(sub.queue.as_deref(), Some("orders"));
+        assert_eq!(sub.binding_keys, vec!["order.*".to_string()]);
     }
 
     #[test]

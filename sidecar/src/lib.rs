@@ -6,5 +6,6 @@ pub mod client;
 pub mod compaction;
 pub mod config;
 pub mod engine;
+pub mod push;
 pub mod server;
 pub mod store;

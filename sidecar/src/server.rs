@@ -66,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             engine: engine.clone(),
             metrics: Arc::new(Metrics::default()),
             ready: ready.clone(),
+            cmq_keys: Arc::new(crate::api::cmq::Keys::new(args.load_cmq_keys()?)),
         },
         tokens.clone(),
         &HttpLimits {
@@ -99,6 +100,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
+    tokio::spawn(crate::push::run(
+        engine.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
     ready.store(true, Ordering::Release);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
 

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1551,6 +1551,224 @@ async fn interval_mode_survives_process_kill() {
             "interval: cycle {cycle}: all {} acknowledged sends survived SIGKILL",
             sent.len()
         );
+    }
+    terminate(server).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Topics: a publish acknowledged is in every matching subscribed queue after SIGKILL
+// ---------------------------------------------------------------------------------------
+
+/// PUTs a JSON body and asserts it succeeded.
+async fn put_json(http: &reqwest::Client, url: &str, body: serde_json::Value) {
+    let response = http.put(url).json(&body).send().await.expect("PUT");
+    let status = response.status();
+    assert!(
+        status.is_success(),
+        "PUT {url}: {status} {:?}",
+        response.text().await
+    );
+}
+
+/// Which tags the n-th publish of a task carries, and so which queues it must reach.
+fn publish_tags(n: usize) -> Vec<&'static str> {
+    match n % 3 {
+        0 => vec![],
+        1 => vec!["paid"],
+        _ => vec!["paid", "vip"],
+    }
+}
+
+fn expected_queues(tags: &[&str]) -> Vec<&'static str> {
+    let mut queues = vec!["all"];
+    if tags.contains(&"paid") {
+        queues.push("paid");
+    }
+    if tags.contains(&"vip") {
+        queues.push("vip");
+    }
+    queues
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_every_acknowledged_publish_in_every_matching_queue() {
+    const ARGS: [&str; 2] = ["--compact-interval-ms", "300"];
+    const TASKS: usize = 4;
+    let dir = tempfile::tempdir().expect("data directory");
+    let mut server = start(dir.path(), &ARGS).await;
+    let http = reqwest::Client::new();
+    for queue in ["all", "paid", "vip"] {
+        server
+            .client()
+            .create_queue(queue, &QueueAttributes::default())
+            .await
+            .unwrap();
+    }
+    let topic = format!("{}/v1/topics/events", server.url);
+    put_json(&http, &topic, serde_json::json!({})).await;
+    for (name, body) in [
+        ("to-all", serde_json::json!({"queue": "all"})),
+        (
+            "to-paid",
+            serde_json::json!({"queue": "paid", "filterTags": ["paid"]}),
+        ),
+        (
+            "to-vip",
+            serde_json::json!({"queue": "vip", "filterTags": ["vip"]}),
+        ),
+    ] {
+        put_json(&http, &format!("{topic}/subscriptions/{name}"), body).await;
+    }
+    let mut rng = StdRng::seed_from_u64(now_ms());
+    let mut acked: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    for cycle in 0..2u32 {
+        let topic = format!("{}/v1/topics/events/messages", server.url);
+        let mut tasks = JoinSet::new();
+        for task in 0..TASKS {
+            let http = http.clone();
+            let topic = topic.clone();
+            tasks.spawn(async move {
+                let mut done = Vec::new();
+                for n in 0.. {
+                    let body = format!("c{cycle}-t{task}-n{n}");
+                    let tags = publish_tags(n);
+                    let sent = http
+                        .post(&topic)
+                        .json(&serde_json::json!({"body": body, "tags": tags}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 201 => done.push((body, tags)),
+                        // The server is gone: what was not acknowledged may or may not be there.
+                        _ => return done,
+                    }
+                }
+                done
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(400..1_200))).await;
+        kill9(server).await;
+        while let Some(joined) = tasks.join_next().await {
+            acked.extend(joined.expect("publisher"));
+        }
+        server = start(dir.path(), &ARGS).await;
+        let client = server.client();
+        let mut lost = 0;
+        for queue in ["all", "paid", "vip"] {
+            let got = drain(&client, queue, BodyEncoding::Text).await;
+            let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+            let unique: HashSet<&str> = bodies.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                bodies.len(),
+                "{queue}: a publish delivered twice"
+            );
+            for (body, tags) in &acked {
+                if expected_queues(tags).contains(&queue) && !unique.contains(body.as_str()) {
+                    lost += 1;
+                }
+            }
+            let unexpected = unique
+                .iter()
+                .filter(|b| {
+                    acked
+                        .get(**b)
+                        .is_some_and(|tags| !expected_queues(tags).contains(&queue))
+                })
+                .count();
+            assert_eq!(
+                unexpected, 0,
+                "{queue}: messages its filter does not let through"
+            );
+            release_all(
+                &client,
+                queue,
+                got.into_iter().map(|m| m.receipt_handle).collect(),
+            )
+            .await;
+        }
+        assert_eq!(
+            lost, 0,
+            "cycle {cycle}: acknowledged publishes missing after SIGKILL"
+        );
+        let subscriptions = http
+            .get(format!("{}/v1/topics/events/subscriptions", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        assert_eq!(subscriptions["total"], 3, "{subscriptions}");
+        println!(
+            "topics: cycle {cycle}: all {} acknowledged publishes are in their queues after SIGKILL",
+            acked.len()
+        );
+    }
+    terminate(server).await;
+}
+
+/// Pushes to an HTTP endpoint that is down are kept on disk: after SIGKILL and a
+/// restart, an endpoint that is back receives every acknowledged publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_keeps_pending_pushes_until_the_endpoint_is_back() {
+    // A free port, with nothing listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("data directory");
+    let server = start(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let topic = format!("{}/v1/topics/events", server.url);
+    put_json(&http, &topic, serde_json::json!({})).await;
+    let endpoint = format!("http://127.0.0.1:{port}/hook");
+    put_json(
+        &http,
+        &format!("{topic}/subscriptions/hook"),
+        serde_json::json!({"endpoint": endpoint, "notifyContentFormat": "simplified"}),
+    )
+    .await;
+    let mut acked = BTreeSet::new();
+    for n in 0..20 {
+        let body = format!("push {n}");
+        let response = http
+            .post(format!("{topic}/messages"))
+            .json(&serde_json::json!({"body": body}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        acked.insert(body);
+    }
+    kill9(server).await;
+
+    let received: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let recorded = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().expect("receiver lock").insert(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the endpoint's port");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = start(dir.path(), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *received.lock().expect("receiver lock") != acked {
+        assert!(
+            Instant::now() < deadline,
+            "after SIGKILL, {} of {} acknowledged pushes arrived",
+            received.lock().expect("receiver lock").len(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     terminate(server).await;
 }

@@ -156,6 +156,10 @@ async fn raw_get(http: &reqwest::Client, url: &str) -> Raw {
     raw(http, Method::GET, url, None, None, None).await
 }
 
+async fn raw_delete(http: &reqwest::Client, url: &str) -> Raw {
+    raw(http, Method::DELETE, url, None, None, None).await
+}
+
 async fn queue_names(client: &Client) -> Vec<String> {
     client
         .list_queues(&ListQueuesQuery::default())
@@ -1921,6 +1925,12 @@ async fn openapi_lists_exactly_the_served_routes() {
         "/v1/queues/{name}/messages/delete",
         "/v1/queues/{name}/messages/visibility",
         "/v1/queues/{name}/messages/{receipt_handle}",
+        "/v1/topics",
+        "/v1/topics/{name}",
+        "/v1/topics/{name}/messages",
+        "/v1/topics/{name}/messages/batch",
+        "/v1/topics/{name}/subscriptions",
+        "/v1/topics/{name}/subscriptions/{subscription}",
     ]
     .into_iter()
     .collect();
@@ -1936,7 +1946,8 @@ async fn openapi_lists_exactly_the_served_routes() {
             operations += 1;
             let concrete = path
                 .replace("{name}", "documented")
-                .replace("{receipt_handle}", "some-handle");
+                .replace("{receipt_handle}", "some-handle")
+                .replace("{subscription}", "documented");
             let url = format!("{}{concrete}", server.url);
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = raw_json(&http, method.clone(), &url, "{}").await;
@@ -1955,7 +1966,7 @@ async fn openapi_lists_exactly_the_served_routes() {
             );
         }
     }
-    assert_eq!(operations, 13, "13 documented operations");
+    assert_eq!(operations, 25, "25 documented operations");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2019,21 +2030,24 @@ async fn sigterm_releases_long_polls_and_exits_cleanly() {
 // Configuration file
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn config_file_declares_manages_and_reloads_queues() {
+/// Starts a server on a configuration file holding `text`, re-read every 200 ms.
+fn start_with_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Server) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queuelet.toml");
-    std::fs::write(
-        &path,
-        "[queues.orders]\nvisibilityTimeoutSeconds = 45\n[queues.orders-dlq]\n",
-    )
-    .unwrap();
+    std::fs::write(&path, text).unwrap();
     let server = Server::start(&[
         "--config",
         path.to_str().unwrap(),
         "--config-poll-ms",
         "200",
     ]);
+    (dir, path, server)
+}
+
+#[tokio::test]
+async fn config_file_declares_manages_and_reloads_queues() {
+    let (_dir, path, server) =
+        start_with_config("[queues.orders]\nvisibilityTimeoutSeconds = 45\n[queues.orders-dlq]\n");
     let client = server.client();
 
     let orders = client.get_queue("orders").await.unwrap();
@@ -2301,4 +2315,346 @@ fn sigterm_right_after_start_exits_cleanly() {
         let status = child.wait().unwrap();
         assert!(status.success(), "attempt {attempt}: {status:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Topics and subscriptions
+// ---------------------------------------------------------------------------------------
+
+async fn receive_bodies(client: &Client, queue: &str) -> Vec<String> {
+    let mut bodies: Vec<String> = client
+        .receive(queue, &receive_max(16))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+#[tokio::test]
+async fn topic_lifecycle_subscriptions_publish_and_filters() {
+    let server = Server::start(&[]);
+    let client = server.client();
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/topics", server.url);
+    for queue in ["all", "paid"] {
+        client.create_queue(queue, &defaults()).await.unwrap();
+    }
+
+    let created = raw_json(&http, Method::PUT, &format!("{base}/events"), "{}").await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.json()["attributes"]["filterType"], "tag");
+    assert_eq!(created.json()["attributes"]["maxMessageBytes"], 65536);
+    let again = raw_json(&http, Method::PUT, &format!("{base}/events"), "{}").await;
+    assert_eq!(again.status, StatusCode::OK);
+    raw_json(
+        &http,
+        Method::PUT,
+        &format!("{base}/events"),
+        r#"{"maxMessageBytes": 2048}"#,
+    )
+    .await
+    .assert_error(409, "topic_exists");
+    let patched = raw_json(
+        &http,
+        Method::PATCH,
+        &format!("{base}/events"),
+        r#"{"maxMessageBytes": 4096}"#,
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(patched.json()["attributes"]["maxMessageBytes"], 4096);
+    for name in ["b-topic", "c-topic"] {
+        raw_json(&http, Method::PUT, &format!("{base}/{name}"), "{}").await;
+    }
+    let page = raw_get(&http, &format!("{base}?limit=2")).await.json();
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["nextOffset"], 2);
+    assert_eq!(page["topics"][0]["name"], "b-topic");
+    let rest = raw_get(&http, &format!("{base}?offset=2&limit=2"))
+        .await
+        .json();
+    assert_eq!(rest["topics"][0]["name"], "events");
+    assert!(rest.get("nextOffset").is_none());
+
+    let subs = format!("{base}/events/subscriptions");
+    let sub = raw_json(
+        &http,
+        Method::PUT,
+        &format!("{subs}/to-all"),
+        r#"{"queue": "all"}"#,
+    )
+    .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.text);
+    let sub = raw_json(
+        &http,
+        Method::PUT,
+        &format!("{subs}/to-paid"),
+        r#"{"queue": "paid", "filterTags": ["paid"]}"#,
+    )
+    .await;
+    assert_eq!(sub.json()["settings"]["filterTags"], json!(["paid"]));
+    let listed = raw_get(&http, &subs).await.json();
+    assert_eq!(listed["total"], 2);
+    assert_eq!(listed["subscriptions"][1]["name"], "to-paid");
+    assert_eq!(
+        raw_get(&http, &base).await.json()["topics"][2]["subscriptions"],
+        2
+    );
+
+    let one = raw_json(
+        &http,
+        Method::POST,
+        &format!("{base}/events/messages"),
+        r#"{"body": "order 1 paid", "tags": ["paid"]}"#,
+    )
+    .await;
+    assert_eq!(one.status, StatusCode::CREATED, "{}", one.text);
+    assert_eq!(one.json()["deliveries"], 2);
+    let batch = raw_json(
+        &http,
+        Method::POST,
+        &format!("{base}/events/messages/batch"),
+        r#"{"messages": [{"body": "order 2 open"}, {"body": "b3JkZXIgMyBwYWlk", "encoding": "base64", "tags": ["paid", "vip"]}]}"#,
+    )
+    .await;
+    assert_eq!(batch.json()["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(batch.json()["deliveries"], 3);
+    assert_eq!(
+        receive_bodies(&client, "all").await,
+        ["order 1 paid", "order 2 open", "order 3 paid"]
+    );
+    assert_eq!(
+        receive_bodies(&client, "paid").await,
+        ["order 1 paid", "order 3 paid"]
+    );
+
+    // Clearing the filter lets everything through.
+    let cleared = raw_json(
+        &http,
+        Method::PATCH,
+        &format!("{subs}/to-paid"),
+        r#"{"filterTags": []}"#,
+    )
+    .await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.text);
+    raw_json(
+        &http,
+        Method::POST,
+        &format!("{base}/events/messages"),
+        r#"{"body": "untagged"}"#,
+    )
+    .await;
+    assert_eq!(receive_bodies(&client, "paid").await, ["untagged"]);
+
+    // What holds references cannot go.
+    raw_delete(&http, &format!("{base}/events"))
+        .await
+        .assert_error(409, "topic_in_use");
+    assert_api_error(client.delete_queue("paid").await, 409, "queue_in_use");
+    for name in ["to-all", "to-paid"] {
+        let gone = raw_delete(&http, &format!("{subs}/{name}")).await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    }
+    raw_get(&http, &format!("{subs}/to-all"))
+        .await
+        .assert_error(404, "subscription_not_found");
+    let gone = raw_delete(&http, &format!("{base}/events")).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    raw_get(&http, &format!("{base}/events"))
+        .await
+        .assert_error(404, "topic_not_found");
+    client.delete_queue("paid").await.unwrap();
+}
+
+#[tokio::test]
+async fn routing_key_topics_route_by_binding_patterns() {
+    let server = Server::start(&[]);
+    let client = server.client();
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/topics/routes", server.url);
+    client.create_queue("eu", &defaults()).await.unwrap();
+    raw_json(&http, Method::PUT, &base, r#"{"filterType": "routingKey"}"#).await;
+    let sub = raw_json(
+        &http,
+        Method::PUT,
+        &format!("{base}/subscriptions/eu"),
+        r##"{"queue": "eu", "bindingKeys": ["*.eu.#"]}"##,
+    )
+    .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{}", sub.text);
+    for (body, key) in [
+        ("1", "order.eu"),
+        ("2", "order.us"),
+        ("3", "refund.eu.late.x"),
+    ] {
+        let published = raw_json(
+            &http,
+            Method::POST,
+            &format!("{base}/messages"),
+            &json!({"body": body, "routingKey": key}).to_string(),
+        )
+        .await;
+        assert_eq!(published.status, StatusCode::CREATED, "{}", published.text);
+    }
+    assert_eq!(receive_bodies(&client, "eu").await, ["1", "3"]);
+    raw_json(&http, Method::PATCH, &base, r#"{"filterType": "tag"}"#)
+        .await
+        .assert_error(400, "invalid_attribute");
+}
+
+#[tokio::test]
+async fn bad_topic_inputs_are_refused_and_change_nothing() {
+    let server = Server::start(&[]);
+    let client = server.client();
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/topics", server.url);
+    client.create_queue("q", &defaults()).await.unwrap();
+    raw_json(&http, Method::PUT, &format!("{base}/t"), "{}").await;
+    let cases: Vec<(Method, String, &str, u16, &str)> = vec![
+        (
+            Method::PUT,
+            format!("{base}/9bad"),
+            "{}",
+            400,
+            "invalid_queue_name",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/x"),
+            r#"{"maxMessageBytes": 10}"#,
+            400,
+            "invalid_attribute",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/x"),
+            r#"{"colour": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/x"),
+            r#"{"filterType": "fuzzy"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            format!("{base}/nope/messages"),
+            r#"{"body": "x"}"#,
+            404,
+            "topic_not_found",
+        ),
+        (
+            Method::POST,
+            format!("{base}/t/messages"),
+            r#"{"body": "x", "tags": ["a","b","c","d","e","f"]}"#,
+            400,
+            "invalid_message",
+        ),
+        (
+            Method::POST,
+            format!("{base}/t/messages/batch"),
+            r#"{"messages": []}"#,
+            400,
+            "empty_batch",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/t/subscriptions/s"),
+            r#"{"queue": "missing"}"#,
+            404,
+            "queue_not_found",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/t/subscriptions/s"),
+            r#"{}"#,
+            400,
+            "invalid_attribute",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/t/subscriptions/s"),
+            r#"{"queue": "q", "bindingKeys": ["a"]}"#,
+            400,
+            "invalid_attribute",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/t/subscriptions/s"),
+            r#"{"endpoint": "ftp://127.0.0.1:9/hook"}"#,
+            400,
+            "invalid_attribute",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/nope/subscriptions/s"),
+            r#"{"queue": "q"}"#,
+            404,
+            "topic_not_found",
+        ),
+        (
+            Method::GET,
+            format!("{base}?limit=0"),
+            "",
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (method, url, body, status, code) in cases {
+        let response = if method == Method::GET {
+            raw_get(&http, &url).await
+        } else {
+            raw_json(&http, method.clone(), &url, body).await
+        };
+        response.assert_error(status, code);
+    }
+    let topics = raw_get(&http, &base).await.json();
+    assert_eq!(topics["total"], 1, "{topics}");
+    assert_eq!(topics["topics"][0]["subscriptions"], 0);
+    let metrics = raw_get(&http, &format!("{}/metrics", server.url))
+        .await
+        .text;
+    assert!(
+        metrics.contains("queuelet_messages_published_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn config_file_declares_topics_with_subscriptions() {
+    let (_dir, path, server) = start_with_config(
+        "[queues.orders]\n[topics.events]\n[topics.events.subscriptions.to-orders]\nqueue = \"orders\"\nfilterTags = [\"paid\"]\n",
+    );
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/topics/events", server.url);
+    let topic = raw_get(&http, &base).await.json();
+    assert_eq!(topic["managed"], true, "{topic}");
+    assert_eq!(topic["subscriptions"], 1);
+    raw_delete(&http, &format!("{base}/subscriptions/to-orders"))
+        .await
+        .assert_error(409, "topic_managed");
+    raw_json(
+        &http,
+        Method::POST,
+        &format!("{base}/messages"),
+        r#"{"body": "x", "tags": ["paid"]}"#,
+    )
+    .await;
+    assert_eq!(receive_bodies(&server.client(), "orders").await, ["x"]);
+
+    // Dropped from the file: the topic stays, released to the API.
+    write_atomically(&path, "[queues.orders]\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw_get(&http, &base).await.json()["managed"] == true {
+        assert!(Instant::now() < deadline, "the topic was not released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = raw_delete(&http, &format!("{base}/subscriptions/to-orders")).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text);
 }

@@ -16,20 +16,25 @@ use super::model::{
 };
 use crate::engine::{self, NewMessage};
 
-fn decode(message: SendMessage) -> Result<NewMessage, ApiError> {
-    let body = match message.encoding {
-        BodyEncoding::Text => Bytes::from(message.body),
-        BodyEncoding::Base64 => {
-            Bytes::from(STANDARD.decode(message.body.as_bytes()).map_err(|e| {
+/// A body as sent in JSON: text as is, or base64.
+pub(super) fn decode_body(body: String, encoding: BodyEncoding) -> Result<Bytes, ApiError> {
+    match encoding {
+        BodyEncoding::Text => Ok(Bytes::from(body)),
+        BodyEncoding::Base64 => STANDARD
+            .decode(body.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| {
                 ApiError::bad_request(
                     "invalid_body_encoding",
                     format!("body is not valid base64: {e}"),
                 )
-            })?)
-        }
-    };
+            }),
+    }
+}
+
+fn decode(message: SendMessage) -> Result<NewMessage, ApiError> {
     Ok(NewMessage {
-        body,
+        body: decode_body(message.body, message.encoding)?,
         delay_seconds: message.delay_seconds,
         tags: message.tags,
     })

@@ -98,6 +98,11 @@ impl Metrics {
                 "Messages dropped at the end of their retention",
                 &counters.expired,
             ),
+            (
+                "messages_published",
+                "Messages accepted by topic publishes",
+                &counters.published,
+            ),
         ] {
             let _ = writeln!(
                 out,

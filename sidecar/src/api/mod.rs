@@ -2,11 +2,14 @@
 //! document. Handlers parse, call the engine, and map its refusals through `ApiError`.
 
 pub mod auth;
+pub mod cmq;
 pub mod error;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+mod paging;
 pub mod queues;
+pub mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// False until the store is open and declarations are applied.
     pub ready: Arc<AtomicBool>,
+    /// SecretId → SecretKey of the CMQ API.
+    pub cmq_keys: Arc<cmq::Keys>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,7 +66,8 @@ impl Default for HttpLimits {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "queues", description = "Queues and their attributes"),
-         (name = "messages", description = "Sending, receiving and deleting messages"))
+         (name = "messages", description = "Sending, receiving and deleting messages"),
+         (name = "topics", description = "Topics, their subscriptions, and publishing"))
 )]
 struct ApiDoc;
 
@@ -96,6 +102,30 @@ pub fn native_api() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::delete_message))
         .routes(routes!(messages::delete_batch))
         .routes(routes!(messages::change_visibility))
+        .routes(routes!(topics::list_topics))
+        .routes(routes!(
+            topics::create_topic,
+            topics::get_topic,
+            topics::update_topic,
+            topics::delete_topic
+        ))
+        .routes(routes!(topics::publish_message))
+        .routes(routes!(topics::publish_batch))
+        .routes(routes!(topics::list_subscriptions))
+        .routes(routes!(
+            topics::subscribe,
+            topics::get_subscription,
+            topics::update_subscription,
+            topics::unsubscribe
+        ))
+}
+
+/// 201 for something new, 200 when it already existed as asked.
+fn created_status(created: crate::engine::Created) -> StatusCode {
+    match created {
+        crate::engine::Created::New => StatusCode::CREATED,
+        crate::engine::Created::AlreadyExisted => StatusCode::OK,
+    }
 }
 
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
@@ -110,9 +140,17 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
             Arc::new(tokens),
             auth::require_token,
         ));
+    // CMQ clients sign their requests instead of carrying a bearer token.
+    let cmq = Router::new()
+        .route(cmq::PATH, axum::routing::get(cmq::index).post(cmq::index))
+        .route_layer(middleware::from_fn_with_state(
+            state.ready.clone(),
+            until_ready,
+        ));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .merge(api)
+        .merge(cmq)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::engine::{QueueAttributes, QueueInfo};
+use crate::engine::{
+    QueueAttributes, QueueInfo, SubscriptionInfo, SubscriptionSpec, TopicAttributes, TopicInfo,
+};
 
 /// How a message body travels in JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -62,17 +64,8 @@ impl From<QueueInfo> for QueueView {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQueuesQuery {
-    /// Only queues whose name starts with this.
-    pub prefix: Option<String>,
-    /// How many matching queues to skip (default 0).
-    pub offset: Option<usize>,
-    /// Most queues to return, 1–1000 (default 100).
-    pub limit: Option<usize>,
-}
+/// The paging of the queue list (the same as every list's).
+pub type ListQueuesQuery = ListQuery;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -221,6 +214,117 @@ pub struct Rewound {
 #[serde(rename_all = "camelCase")]
 pub struct Purged {
     pub purged: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only names that start with this.
+    pub prefix: Option<String>,
+    /// How many matching items to skip (default 0).
+    pub offset: Option<usize>,
+    /// Most items to return, 1–1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicView {
+    pub name: String,
+    pub attributes: TopicAttributes,
+    /// Declared in the configuration file: the topic and its subscriptions change only there.
+    pub managed: bool,
+    pub created_time_ms: u64,
+    pub modified_time_ms: u64,
+    /// How many subscriptions the topic has.
+    pub subscriptions: usize,
+}
+
+impl From<TopicInfo> for TopicView {
+    fn from(info: TopicInfo) -> Self {
+        Self {
+            name: info.name,
+            attributes: info.attrs,
+            managed: info.managed,
+            created_time_ms: info.created_ms,
+            modified_time_ms: info.modified_ms,
+            subscriptions: info.subscriptions,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicList {
+    pub topics: Vec<TopicView>,
+    /// Topics matching the prefix, over all pages.
+    pub total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub name: String,
+    pub topic: String,
+    pub settings: SubscriptionSpec,
+    pub created_time_ms: u64,
+    pub modified_time_ms: u64,
+}
+
+impl From<SubscriptionInfo> for SubscriptionView {
+    fn from(info: SubscriptionInfo) -> Self {
+        Self {
+            name: info.name,
+            topic: info.topic,
+            settings: info.spec,
+            created_time_ms: info.created_ms,
+            modified_time_ms: info.modified_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionView>,
+    /// Subscriptions matching the prefix, over all pages.
+    pub total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+/// One message published to a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishMessage {
+    pub body: String,
+    #[serde(default)]
+    pub encoding: BodyEncoding,
+    /// Up to 5 tags of 1–16 characters, matched against subscriptions' filterTags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Matched against subscriptions' bindingKeys on a routingKey topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+}
+
+/// Up to 16 messages, published together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishBatch {
+    pub messages: Vec<PublishMessage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedMessages {
+    /// One id per message, in order.
+    pub messages: Vec<SentMessage>,
+    /// Messages enqueued into subscribed queues (one per message and matching subscription).
+    pub deliveries: usize,
 }
 
 /// Every error response.

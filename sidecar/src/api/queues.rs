@@ -4,13 +4,10 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 
-use super::AppState;
 use super::error::{ApiError, ApiJson};
 use super::model::{ListQueuesQuery, Purged, QueueList, QueueView, RewindRequest, Rewound};
-use crate::engine::{Created, Origin, QueueAttributes, QueueAttributesPatch};
-
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1_000;
+use super::{AppState, created_status, paging};
+use crate::engine::{Origin, QueueAttributes, QueueAttributesPatch};
 
 #[utoipa::path(get, path = "/v1/queues", tag = "queues", params(ListQueuesQuery),
     responses((status = 200, body = QueueList), (status = "4XX", body = super::model::ErrorBody)))]
@@ -18,19 +15,13 @@ pub async fn list_queues(
     State(state): State<AppState>,
     Query(query): Query<ListQueuesQuery>,
 ) -> Result<Json<QueueList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("limit {limit} is outside 1..={MAX_PAGE}"),
-        ));
-    }
+    let limit = paging::limit(query.limit)?;
     let offset = query.offset.unwrap_or(0);
     let (queues, total) = state
         .engine
         .list_queues(query.prefix.as_deref().unwrap_or(""), offset, limit)
         .await?;
-    let next_offset = (offset + queues.len() < total).then_some(offset + queues.len());
+    let next_offset = paging::next_offset(offset, queues.len(), total);
     Ok(Json(QueueList {
         queues: queues.into_iter().map(QueueView::from).collect(),
         total,
@@ -52,11 +43,7 @@ pub async fn create_queue(
 ) -> Result<(StatusCode, Json<QueueView>), ApiError> {
     let created = state.engine.create_queue(&name, attrs, Origin::Api).await?;
     let info = state.engine.get_queue(&name).await?;
-    let status = match created {
-        Created::New => StatusCode::CREATED,
-        Created::AlreadyExisted => StatusCode::OK,
-    };
-    Ok((status, Json(info.into())))
+    Ok((created_status(created), Json(info.into())))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues",

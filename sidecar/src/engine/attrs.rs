@@ -112,7 +112,7 @@ impl QueueAttributesPatch {
     }
 }
 
-fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     field: &'static str,
     value: T,
     (min, max): (T, T),

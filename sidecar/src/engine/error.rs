@@ -21,6 +21,30 @@ pub enum EngineError {
     QueueManaged(String),
     #[error("queue {queue:?} is the dead-letter queue of {used_by:?}; change that policy first")]
     QueueInUse { queue: String, used_by: String },
+    #[error(
+        "queue {queue:?} is subscribed to topic {topic:?} by {subscription:?}; unsubscribe first"
+    )]
+    QueueSubscribed {
+        queue: String,
+        topic: String,
+        subscription: String,
+    },
+    #[error("topic {0:?} does not exist")]
+    TopicNotFound(String),
+    #[error("topic {0:?} already exists with different attributes")]
+    TopicExists(String),
+    #[error("topic {0:?} is managed by its declaration in the configuration file; change it there")]
+    TopicManaged(String),
+    #[error("topic {0:?} still has subscriptions; unsubscribe them first")]
+    TopicInUse(String),
+    #[error("subscription {subscription:?} of topic {topic:?} does not exist")]
+    SubscriptionNotFound { topic: String, subscription: String },
+    #[error(
+        "subscription {subscription:?} of topic {topic:?} already exists with different settings"
+    )]
+    SubscriptionExists { topic: String, subscription: String },
+    #[error("limit reached: {0}")]
+    LimitExceeded(String),
     #[error("dead-letter queue {0:?} does not exist")]
     DeadLetterQueueNotFound(String),
     #[error("message of {size} bytes exceeds the queue's maxMessageBytes ({max})")]

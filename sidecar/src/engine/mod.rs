@@ -6,9 +6,11 @@ pub mod attrs;
 pub mod clock;
 mod error;
 pub mod ids;
+mod pubsub;
 pub mod queue;
 pub mod record;
 mod seqmap;
+pub mod topic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,16 @@ use tokio_util::sync::CancellationToken;
 pub use attrs::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch, validate_name};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
+pub use pubsub::{
+    Published, PushTarget, SubscriptionInfo, SubscriptionPatch, TopicInfo, TopicMessage,
+};
 pub use queue::SegmentUse;
 pub use queue::{NewMessage, QueueStats};
 pub use record::{Journal, LateJournal, MemoryJournal, Record, Snapshot};
+pub use topic::{
+    ContentFormat, FilterType, NotifyStrategy, SubscriptionSpec, TopicAttributes,
+    TopicAttributesPatch, TopicDeclaration,
+};
 
 use queue::Content;
 use record::BodyLoc;
@@ -65,6 +74,7 @@ pub struct Counters {
     pub deleted: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub expired: AtomicU64,
+    pub published: AtomicU64,
 }
 
 struct Queue {
@@ -134,6 +144,10 @@ pub enum Origin {
 
 pub struct Engine {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Locked after `queues` when both are needed.
+    topics: Mutex<std::collections::BTreeMap<String, topic::Topic>>,
+    /// Serializes topic changes, so a change that fails to be durable can be undone.
+    topic_changes: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     journal: Arc<dyn Journal>,
     ids: IdCodec,
@@ -170,6 +184,8 @@ impl Engine {
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, journal: Arc<dyn Journal>) -> Self {
         Self {
             queues: RwLock::new(HashMap::new()),
+            topics: Mutex::new(Default::default()),
+            topic_changes: tokio::sync::Mutex::new(()),
             clock,
             journal,
             // Receipt handles are signed with a key of this process alone: in-flight state
@@ -261,6 +277,17 @@ impl Engine {
         origin: Origin,
     ) -> Result<Created, EngineError> {
         validate_name(name)?;
+        self.create_queue_named(name, attrs, origin).await
+    }
+
+    /// Creates a queue whose name is already known to be acceptable: a user's, or an
+    /// internal one (pending pushes) whose name no user can give.
+    async fn create_queue_named(
+        &self,
+        name: &str,
+        attrs: QueueAttributes,
+        origin: Origin,
+    ) -> Result<Created, EngineError> {
         attrs.validate(name)?;
         let now = self.clock.now_ms();
         let (durable, uid) = {
@@ -358,6 +385,9 @@ impl Engine {
     }
 
     pub async fn delete_queue(&self, name: &str, origin: Origin) -> Result<(), EngineError> {
+        if origin == Origin::Api && topic::is_internal_queue(name) {
+            return Err(EngineError::QueueNotFound(name.to_string()));
+        }
         let (queue, durable) = {
             let mut queues = self.queues.write();
             let queue = queues
@@ -385,6 +415,13 @@ impl Engine {
                 return Err(EngineError::QueueInUse {
                     queue: name.to_string(),
                     used_by: used_by.to_string(),
+                });
+            }
+            if let Some((topic, subscription)) = self.queue_subscriber(name) {
+                return Err(EngineError::QueueSubscribed {
+                    queue: name.to_string(),
+                    topic,
+                    subscription,
                 });
             }
             queues.remove(name);
@@ -552,7 +589,7 @@ impl Engine {
             .queues
             .read()
             .keys()
-            .filter(|name| name.starts_with(prefix))
+            .filter(|name| name.starts_with(prefix) && !topic::is_internal_queue(name))
             .cloned()
             .collect();
         names.sort();
@@ -770,6 +807,11 @@ impl Engine {
         match record {
             Record::Checkpoint(snapshot) => {
                 queues.clear();
+                *self.topics.lock() = snapshot
+                    .topics
+                    .into_iter()
+                    .map(|topic| (topic.name.clone(), topic))
+                    .collect();
                 for queue in snapshot.queues {
                     let name = queue.name.clone();
                     let state = QueueState::from_snapshot(now, queue);
@@ -856,6 +898,12 @@ impl Engine {
             Record::QueueDeleted { name } => {
                 queues.remove(&name);
             }
+            Record::TopicPut(topic) => {
+                self.topics.lock().insert(topic.name.clone(), *topic);
+            }
+            Record::TopicDeleted { name } => {
+                self.topics.lock().remove(&name);
+            }
         }
     }
 
@@ -871,10 +919,13 @@ impl Engine {
             .filter_map(|name| queues.get(*name))
             .map(|queue| queue.state.lock())
             .collect();
+        let topics = self.topics.lock();
         let snapshot = Snapshot {
             queues: guards.iter().map(|state| state.snapshot()).collect(),
+            topics: topics.values().cloned().collect(),
         };
         let mark = self.journal.mark();
+        drop(topics);
         drop(guards);
         drop(queues);
         (snapshot, mark)
@@ -946,9 +997,15 @@ impl Engine {
         }
     }
 
-    /// Every queue with its counts, for metrics.
+    /// Every queue with its counts, for metrics (internal queues left out).
     pub fn snapshot(&self) -> Vec<(String, QueueStats)> {
-        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        let queues: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .iter()
+            .filter(|(name, _)| !topic::is_internal_queue(name))
+            .map(|(_, queue)| queue.clone())
+            .collect();
         let mut out: Vec<(String, QueueStats)> = queues
             .iter()
             .map(|q| {

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 
 use super::attrs::QueueAttributes;
+use super::topic::Topic;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -72,6 +73,11 @@ pub enum Record {
         queue: String,
         counts: Vec<(u64, u32)>,
     },
+    /// A topic created or changed: its whole definition, subscriptions included.
+    TopicPut(Box<Topic>),
+    TopicDeleted {
+        name: String,
+    },
     /// The whole state as of a checkpoint. Never appended: recovery hands it to the
     /// engine before the records that follow the checkpoint.
     Checkpoint(Box<Snapshot>),
@@ -81,6 +87,7 @@ pub enum Record {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub queues: Vec<QueueSnapshot>,
+    pub topics: Vec<Topic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

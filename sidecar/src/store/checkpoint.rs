@@ -94,6 +94,11 @@ pub fn encode(snapshot: &Snapshot, position: LogPosition) -> Vec<u8> {
             }
         }
     }
+    // Topics follow the queues; a checkpoint written before topics existed ends here.
+    w.u32(snapshot.topics.len() as u32);
+    for topic in &snapshot.topics {
+        w.topic(topic);
+    }
     let mut out = Vec::with_capacity(body.len() + 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -149,7 +154,15 @@ pub fn decode(bytes: &[u8]) -> Option<(Snapshot, LogPosition)> {
             deleted,
         });
     }
-    r.done().then_some((Snapshot { queues }, position))
+    let mut topics = Vec::new();
+    if !r.done() {
+        let count = r.u32()? as usize;
+        topics.reserve(count.min(100_000));
+        for _ in 0..count {
+            topics.push(r.topic()?);
+        }
+    }
+    r.done().then_some((Snapshot { queues, topics }, position))
 }
 
 /// Replaces the checkpoint in `dir` atomically.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::engine::QueueAttributes;
 use crate::engine::record::{BodyLoc, BodyRef, Record};
+use crate::engine::topic::Topic;
 
 pub const HEADER_LEN: usize = 17;
 /// Set in the kind byte of every record of a request but its last.
@@ -33,6 +34,8 @@ pub enum Kind {
     DeadLettered = 8,
     Rewound = 9,
     Received = 10,
+    TopicPut = 11,
+    TopicDeleted = 12,
 }
 
 impl Kind {
@@ -49,6 +52,8 @@ impl Kind {
             8 => DeadLettered,
             9 => Rewound,
             10 => Received,
+            11 => TopicPut,
+            12 => TopicDeleted,
             _ => return None,
         })
     }
@@ -129,8 +134,15 @@ impl Writer<'_> {
         }
     }
     pub(super) fn attrs(&mut self, attrs: &QueueAttributes) {
-        // Attributes change rarely: JSON keeps them readable and easy to evolve.
-        let json = serde_json::to_vec(attrs).unwrap_or_default();
+        self.json(attrs);
+    }
+    /// A topic's whole definition, as JSON like queue attributes.
+    pub(super) fn topic(&mut self, topic: &Topic) {
+        self.json(topic);
+    }
+    fn json<T: serde::Serialize>(&mut self, value: &T) {
+        // Metadata changes rarely: JSON keeps it readable and easy to evolve.
+        let json = serde_json::to_vec(value).unwrap_or_default();
         self.bytes(&json);
     }
 }
@@ -181,6 +193,9 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.u64()).collect()
     }
     pub(super) fn attrs(&mut self) -> Option<QueueAttributes> {
+        serde_json::from_slice(self.bytes()?).ok()
+    }
+    pub(super) fn topic(&mut self) -> Option<Topic> {
         serde_json::from_slice(self.bytes()?).ok()
     }
     pub(super) fn done(&self) -> bool {
@@ -307,6 +322,14 @@ pub fn encode(record: &Record, lsn: u64, more: bool, out: &mut Vec<u8>) -> Optio
             }
             Kind::Received
         }
+        Record::TopicPut(topic) => {
+            w.topic(topic);
+            Kind::TopicPut
+        }
+        Record::TopicDeleted { name } => {
+            w.string(name);
+            Kind::TopicDeleted
+        }
     };
     let len = (out.len() - start - HEADER_LEN) as u32;
     let header = &mut out[start..start + HEADER_LEN];
@@ -417,6 +440,8 @@ pub fn decode(kind: u8, payload: &[u8], frame: BodyLoc) -> Option<Record> {
                 .collect::<Option<Vec<_>>>()?;
             Record::Received { queue, counts }
         }
+        Kind::TopicPut => Record::TopicPut(Box::new(r.topic()?)),
+        Kind::TopicDeleted => Record::TopicDeleted { name: r.string()? },
     };
     r.done().then_some(record)
 }

@@ -261,6 +261,7 @@ fn approx_size(record: &Record) -> usize {
         }
         Record::Deleted { seqs, .. } | Record::Expired { seqs, .. } => 48 + seqs.len() * 8,
         Record::Received { counts, .. } => 48 + counts.len() * 12,
+        Record::TopicPut(topic) => 256 + topic.subscriptions.len() * 256,
         _ => 256,
     }
 }
