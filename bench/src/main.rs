@@ -7,6 +7,7 @@ mod adapters;
 mod body;
 mod cpu;
 mod ledger;
+mod probe;
 mod report;
 mod workload;
 
@@ -45,6 +46,16 @@ enum Command {
             default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
         )]
         font: PathBuf,
+        /// A line printed above the table (the machine, its load, the disk's sync rate).
+        #[arg(long)]
+        note: Vec<String>,
+    },
+    /// Print the disk's raw rate of 4 KiB appends + fdatasync in DIR.
+    FsyncProbe {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
     },
 }
 
@@ -165,13 +176,21 @@ async fn main() -> Result<()> {
             markdown,
             png,
             font,
+            note,
         } => {
             let rows = report::read_rows(&input)?;
-            std::fs::write(&markdown, report::markdown(&rows))
+            let mut text: String = note.iter().map(|line| format!("{line}\n\n")).collect();
+            text.push_str(&report::markdown(&rows));
+            std::fs::write(&markdown, text)
                 .with_context(|| format!("write {}", markdown.display()))?;
             if let Some(png) = png {
                 report::chart(&rows, &png, &font)?;
             }
+            Ok(())
+        }
+        Command::FsyncProbe { dir, seconds } => {
+            let rate = probe::fdatasync_rate(&dir, Duration::from_secs_f64(seconds))?;
+            println!("{rate:.0}");
             Ok(())
         }
     }

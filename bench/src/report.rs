@@ -138,7 +138,7 @@ fn bar_panel(
         .caption(caption, ("sans-serif", 22))
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(if labels { 330 } else { 5 })
+        .y_label_area_size(if labels { 470 } else { 5 })
         .build_cartesian_2d(0f64..max, (0..rows.len()).into_segmented())
         .context("chart axes")?;
     chart
@@ -146,16 +146,20 @@ fn bar_panel(
         .disable_y_mesh()
         .y_labels(rows.len())
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) if labels => {
-                rows.get(*i).map(Row::chart_label).unwrap_or_default()
-            }
+            SegmentValue::CenterOf(i) if labels => rows
+                .len()
+                .checked_sub(i + 1)
+                .and_then(|top_down| rows.get(top_down))
+                .map(Row::chart_label)
+                .unwrap_or_default(),
             _ => String::new(),
         })
         .label_style(("sans-serif", 13))
         .draw()
         .context("chart mesh")?;
     chart
-        .draw_series(rows.iter().enumerate().map(|(i, row)| {
+        // The first row at the top.
+        .draw_series(rows.iter().rev().enumerate().map(|(i, row)| {
             let color = Palette99::pick(row.system as usize).filled();
             let mut bar = Rectangle::new(
                 [
@@ -174,9 +178,9 @@ fn bar_panel(
 pub fn chart(rows: &[Row], png: &Path, font: &Path) -> Result<()> {
     register_font(font)?;
     let height = 90 + 34 * rows.len() as u32;
-    let root = BitMapBackend::new(png, (1500, height)).into_drawing_area();
+    let root = BitMapBackend::new(png, (1700, height)).into_drawing_area();
     root.fill(&WHITE).context("chart background")?;
-    let (left, right) = root.split_horizontally(960);
+    let (left, right) = root.split_horizontally(1130);
     bar_panel(
         &left,
         rows,
