@@ -35,9 +35,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   # The packages' own scripts must not start system-wide services: this script starts
   # its own, on loopback, in a temporary directory.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 cargo build --profile "$profile" --locked -q -p queuelet -p queuelet-bench
