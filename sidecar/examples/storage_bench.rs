@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+#[path = "../benches/support/durable_engine.rs"]
+mod durable_engine;
+
+use durable_engine::open;
 use queuelet::compaction::compact_once;
-use queuelet::engine::{
-    Engine, EngineConfig, LateJournal, NewMessage, Origin, QueueAttributes, SystemClock,
-};
-use queuelet::store::file::RealFs;
-use queuelet::store::log::LogOptions;
-use queuelet::store::{Durability, Store};
+use queuelet::engine::{Engine, NewMessage, Origin, QueueAttributes};
+use queuelet::store::Durability;
 
 fn raw_fdatasync_rate(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
     let path = dir.join("raw-fsync-probe");
@@ -40,24 +40,6 @@ fn raw_fdatasync_rate(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
     drop(file);
     std::fs::remove_file(&path)?;
     Ok(rate)
-}
-
-fn open(dir: &Path, durability: Durability) -> anyhow::Result<(Arc<Engine>, Arc<Store>)> {
-    let journal = Arc::new(LateJournal::default());
-    let engine = Arc::new(Engine::new(
-        EngineConfig::new(0),
-        Arc::new(SystemClock::default()),
-        journal.clone(),
-    ));
-    let options = LogOptions {
-        durability,
-        ..LogOptions::default()
-    };
-    let (store, _) = Store::open(dir, options, Arc::new(RealFs), &mut |r| engine.replay(r))?;
-    let store = Arc::new(store);
-    journal.set(store.clone());
-    engine.start_replayed();
-    Ok((engine, store))
 }
 
 fn queue_attrs() -> QueueAttributes {
