@@ -67,6 +67,8 @@ impl Receiver {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Let the worker settle the answer before the test moves the clock.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// Asserts that no request beyond `n` arrives for a while (the clock stands still).
