@@ -110,8 +110,8 @@ pub struct MessageQueueSpec {
     )]
     pub queues: Vec<QueueSpec>,
 
-    /// Topics fanning messages out to subscriptions. Validated and stored, but not served
-    /// yet: the queue server does not implement topics, so they are not passed to it.
+    /// Topics fanning published messages out to subscriptions: queues of this resource or
+    /// HTTP endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_TOPICS))]
     #[x_kube(
@@ -314,8 +314,11 @@ pub struct DeadLetter {
     pub max_time_to_live_seconds: Option<i32>,
 }
 
-/// A topic and its subscriptions (not served yet: see `MessageQueueSpec::topics`).
+/// A topic and its subscriptions. It filters by tags, or by routing keys when its
+/// subscriptions give `bindingKeys`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(self.subscriptions.exists(s, has(s.filterTags)) && self.subscriptions.exists(s, has(s.bindingKeys)))")
+    .message("a topic filters by tags or by routing keys: its subscriptions give filterTags or bindingKeys, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
     /// Topic name: a letter, then letters, digits, `-` or `_`; at most 64 characters.
@@ -357,9 +360,9 @@ pub struct Subscription {
     )]
     pub queue: Option<String>,
 
-    /// An HTTP(S) URL messages are pushed to.
+    /// An http:// URL messages are POSTed to (the server pushes over plain HTTP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2_048), regex(pattern = r"^https?://"))]
+    #[schemars(length(min = 8, max = 2_048), regex(pattern = r"^http://"))]
     pub endpoint: Option<String>,
 
     /// Deliver only messages carrying one of these tags (at most 5, 1–16 characters each).
@@ -674,7 +677,7 @@ mod tests {
         rules(compiled(), &mut all);
         assert_eq!(
             all.len(),
-            17,
+            18,
             "{:#?}",
             all.iter().map(|(r, _)| r).collect::<Vec<_>>()
         );
@@ -861,11 +864,23 @@ topics:
     }
 
     #[test]
+    fn a_topic_filters_by_tags_or_by_routing_keys() {
+        let both = with_spec(
+            "queues: [{name: a}, {name: b}]\ntopics: [{name: t, subscriptions: [{name: s, queue: a, filterTags: [x]}, {name: u, queue: b, bindingKeys: ['x.*']}]}]",
+        );
+        assert_refused(refusals(&both), "filterTags or bindingKeys, not both");
+        let keys = with_spec(
+            "queues: [{name: a}]\ntopics: [{name: t, subscriptions: [{name: s, queue: a, bindingKeys: ['x.#']}]}]",
+        );
+        assert_eq!(refusals(&keys), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_subscription_needs_exactly_one_target() {
         let neither = with_spec("topics: [{name: t, subscriptions: [{name: s}]}]");
         assert_refused(refusals(&neither), "exactly one of queue and endpoint");
         let both = with_spec(
-            "queues: [{name: q}]\ntopics: [{name: t, subscriptions: [{name: s, queue: q, endpoint: 'https://x.example/h'}]}]",
+            "queues: [{name: q}]\ntopics: [{name: t, subscriptions: [{name: s, queue: q, endpoint: 'http://x.example/h'}]}]",
         );
         assert_refused(refusals(&both), "exactly one of queue and endpoint");
     }

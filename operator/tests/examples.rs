@@ -7,6 +7,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::{desired, manifest_dir, schema};
+use queuelet::api::model::ReceiveRequest;
+use queuelet::client::Client as QueueClient;
+use queuelet_e2e::Server;
+use queuelet_operator::build::CONFIG_FILE;
 use queuelet_operator::resource::MessageQueue;
 use serde_json::{Value, json};
 
@@ -156,4 +160,52 @@ fn the_consumer_example_uses_the_environment_the_operator_injects() {
     // The queue server runs beside it as a native sidecar.
     assert_eq!(pod["initContainers"][0]["name"], "queuelet");
     assert_eq!(pod["initContainers"][0]["restartPolicy"], "Always");
+}
+
+/// The topic example's configuration, as the operator writes it into the ConfigMap,
+/// served by a real queue server: each published message reaches exactly the queues
+/// whose subscription's tags it carries.
+#[tokio::test]
+async fn the_topic_example_fans_out_by_tag_on_a_real_server() {
+    let config = desired(&applied("topic-fanout")).config_map;
+    let toml = &config.data.expect("ConfigMap data")[CONFIG_FILE];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONFIG_FILE);
+    std::fs::write(&path, toml).unwrap();
+    let server = Server::start(&["--config", path.to_str().unwrap()]);
+
+    let http = reqwest::Client::new();
+    let published = [
+        ("a", vec!["paid"]),
+        ("b", vec!["shipped"]),
+        ("c", vec!["paid", "shipped"]),
+        ("d", vec![]),
+    ];
+    for (body, tags) in published {
+        let response = http
+            .post(format!("{}/v1/topics/order-events/messages", server.url))
+            .json(&json!({"body": body, "tags": tags}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    let queues = QueueClient::new(&server.url).unwrap();
+    let request = ReceiveRequest {
+        max: Some(16),
+        wait_seconds: Some(1),
+        encoding: Default::default(),
+    };
+    for (queue, expected) in [("billing", ["a", "c"]), ("shipping", ["b", "c"])] {
+        let mut bodies: Vec<String> = queues
+            .receive(queue, &request)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, expected, "{queue}");
+    }
 }

@@ -1,4 +1,4 @@
-//! The ConfigMap holding the queue server's configuration file: the declared queues.
+//! The ConfigMap holding the queue server's configuration file: the declared queues and topics.
 //! The server re-reads it when it changes, so editing queues never restarts a pod.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
 use super::{Component, Instance};
-use crate::resource::{DeadLetter, QueueSpec};
+use crate::resource::{
+    DeadLetter, QueueSpec, RetryPolicy, Subscription as SubscriptionSpec, TopicSpec,
+};
 
 /// Key of the configuration file in the ConfigMap (and its file name when mounted).
 pub const CONFIG_FILE: &str = "queuelet.toml";
@@ -24,16 +26,20 @@ pub fn config_map(instance: &Instance<'_>) -> ConfigMap {
 }
 
 /// The server's configuration file (`queuelet::config::ConfigFile`): one `[queues.NAME]`
-/// table per declared queue with the attributes the spec sets. Topics are left out: the
-/// server does not implement them yet and refuses unknown settings.
+/// table per declared queue with the attributes the spec sets, and one `[topics.NAME]`
+/// table per topic with its subscriptions.
 pub fn config_file_toml(instance: &Instance<'_>) -> String {
+    let spec = &instance.mq.spec;
     let file = ConfigFile {
-        queues: instance
-            .mq
-            .spec
+        queues: spec
             .queues
             .iter()
             .map(|q| (q.name.as_str(), Attributes::from(q)))
+            .collect(),
+        topics: spec
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), Topic::from(t)))
             .collect(),
     };
     let body = toml::to_string(&file).expect("queue declarations serialize to TOML");
@@ -46,6 +52,61 @@ pub fn config_file_toml(instance: &Instance<'_>) -> String {
 #[derive(Serialize)]
 struct ConfigFile<'a> {
     queues: BTreeMap<&'a str, Attributes<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    topics: BTreeMap<&'a str, Topic<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Topic<'a> {
+    filter_type: &'static str,
+    subscriptions: BTreeMap<&'a str, Subscription<'a>>,
+}
+
+impl<'a> From<&'a TopicSpec> for Topic<'a> {
+    fn from(t: &'a TopicSpec) -> Self {
+        // The schema lets a topic's subscriptions give tags or routing keys, not both.
+        let by_key = t.subscriptions.iter().any(|s| !s.binding_keys.is_empty());
+        Topic {
+            filter_type: if by_key { "routingKey" } else { "tag" },
+            subscriptions: t
+                .subscriptions
+                .iter()
+                .map(|s| (s.name.as_str(), Subscription::from(s)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Subscription<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    filter_tags: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    binding_keys: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify_strategy: Option<&'static str>,
+}
+
+impl<'a> From<&'a SubscriptionSpec> for Subscription<'a> {
+    fn from(s: &'a SubscriptionSpec) -> Self {
+        Subscription {
+            queue: s.queue.as_deref(),
+            endpoint: s.endpoint.as_deref(),
+            filter_tags: &s.filter_tags,
+            binding_keys: &s.binding_keys,
+            // Pushes only: the spec's default is the fixed backoff.
+            notify_strategy: s.endpoint.as_ref().map(|_| match s.retry {
+                Some(RetryPolicy::Exponential) => "exponentialDecayRetry",
+                Some(RetryPolicy::Backoff) | None => "backoffRetry",
+            }),
+        }
+    }
 }
 
 #[derive(Serialize)]
