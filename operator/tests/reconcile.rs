@@ -934,3 +934,43 @@ async fn a_statefulset_being_deleted_for_an_expansion_is_waited_for_without_appl
     .await;
     assert_eq!(run.result.unwrap(), Action::requeue(EXPANSION_POLL));
 }
+
+#[tokio::test]
+async fn a_message_queue_being_deleted_is_left_to_the_garbage_collector() {
+    let mut mq = orders();
+    mq.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+    mq.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+    // No request at all: nothing read, applied or written (`done` checks).
+    let run = scenario(mq, |server| async move { server }).await;
+    assert_eq!(run.result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn an_invalid_child_degrades_the_resource() {
+    let mq = orders();
+    let script_mq = mq.clone();
+    let run = scenario(mq, |mut server| async move {
+        let p = paths();
+        server.get_missing(&p.credentials_secret()).await;
+        server.get_missing(&p.stateful_set()).await;
+        server.apply(&p.config_map()).await;
+        server.apply(&p.credentials_secret()).await;
+        server.expect_apply(&p.headless_service()).await.fail(
+            422,
+            "Invalid",
+            "Service \"orders-headless\" is invalid: spec.ports[0].port: Invalid value",
+        );
+        let status = status_patch(&mut server, &script_mq).await;
+        assert_eq!(status["phase"], "Degraded");
+        assert_condition(&status, "Degraded", "True", "Invalid");
+        let event = server.event("shop").await;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "Invalid");
+        server
+    })
+    .await;
+    let err = run.result.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+}

@@ -97,6 +97,13 @@ async fn reconcile_inner(mq: &MessageQueue, ctx: &Context) -> Result<Action, Err
     let owner = mq.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
     let instance = Instance::new(mq, owner, &ctx.defaults)?;
 
+    if mq.metadata.deletion_timestamp.is_some() {
+        // Applying now would recreate children the garbage collector is removing (and
+        // hold up a foreground deletion): their owner references do the cleanup.
+        info!("being deleted: the children are left to the garbage collector");
+        return Ok(Action::await_change());
+    }
+
     if is_paused(mq) {
         info!("paused: no child is applied");
         let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), instance.namespace);
