@@ -263,13 +263,17 @@ async fn shutdown_signal() {
 
 /// One Controller per watched namespace (or one over all), until a shutdown signal.
 async fn run_controllers(args: &RunArgs, client: &Client, ctx: Arc<Context>) {
-    let scopes: Vec<Option<&str>> = if args.watch_namespaces.is_empty() {
+    // `WATCH_NAMESPACES=""` (or stray commas) names no namespace: watch them all.
+    let named: Vec<&str> = args
+        .watch_namespaces
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    let scopes: Vec<Option<&str>> = if named.is_empty() {
         vec![None]
     } else {
-        args.watch_namespaces
-            .iter()
-            .map(|ns| Some(ns.as_str()))
-            .collect()
+        named.into_iter().map(Some).collect()
     };
     tracing::info!(
         namespaces = ?args.watch_namespaces,
