@@ -336,42 +336,85 @@ async fn an_up_to_date_resource_keeps_its_token_and_writes_no_status() {
     assert_eq!(run.result.unwrap(), Action::requeue(RESYNC));
 }
 
-#[tokio::test]
-async fn a_conflict_on_a_child_degrades_the_resource_with_a_warning_and_requeues() {
+/// A fresh `orders` whose children before the StatefulSet are applied in order until the
+/// API server refuses the one after the first `applied` with `code`: it is degraded with
+/// a Warning and requeued; returns the status and the event it got.
+async fn refused_child(
+    applied: usize,
+    code: u16,
+    reason: &'static str,
+    message: &'static str,
+) -> (Value, Value) {
     let mq = orders();
     let script_mq = mq.clone();
-    let run = scenario(mq, |mut server| async move {
+    let seen = Arc::new(std::sync::Mutex::new((Value::Null, Value::Null)));
+    let keep = seen.clone();
+    let run = scenario(mq, move |mut server| async move {
         let p = paths();
         server.get_missing(&p.credentials_secret()).await;
         server.get_missing(&p.stateful_set()).await;
-        server.expect_apply(&p.config_map()).await.fail(
-            409,
-            "Conflict",
-            "Apply failed with 1 conflict: conflict with \"helm\": .data.queuelet.toml",
-        );
+        let children = [
+            p.config_map(),
+            p.credentials_secret(),
+            p.headless_service(),
+            p.client_service(),
+        ];
+        for path in &children[..applied] {
+            server.apply(path).await;
+        }
+        server
+            .expect_apply(&children[applied])
+            .await
+            .fail(code, reason, message);
         // No further child is applied; the status says why.
         let status = status_patch(&mut server, &script_mq).await;
         assert_eq!(status["phase"], "Degraded");
-        assert_condition(&status, "Degraded", "True", "Conflict");
-        let message = condition(&status, "Degraded")["message"].as_str().unwrap();
-        assert!(
-            message.contains("ConfigMap orders-config") && message.contains("helm"),
-            "{message}"
-        );
-        assert_condition(&status, "Progressing", "False", "Conflict");
+        assert_condition(&status, "Degraded", "True", reason);
+        assert_condition(&status, "Progressing", "False", reason);
         assert_condition(&status, "Ready", "False", "ReconcileFailed");
         let event = server.event("shop").await;
         assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], "Conflict");
+        assert_eq!(event["reason"], reason);
         assert_eq!(event["regarding"]["name"], "orders");
-        assert!(event["note"].as_str().unwrap().contains("orders-config"));
+        *keep.lock().unwrap() = (status, event);
         server
     })
     .await;
-    let err = run.result.unwrap_err();
+    let err = run.result.as_ref().unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    assert_eq!(err.reason(), "Conflict");
+    assert_eq!(err.reason(), reason);
     assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_conflict_on_a_child_degrades_the_resource_with_a_warning_and_requeues() {
+    let (status, event) = refused_child(
+        0,
+        409,
+        "Conflict",
+        "Apply failed with 1 conflict: conflict with \"helm\": .data.queuelet.toml",
+    )
+    .await;
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(
+        message.contains("ConfigMap orders-config") && message.contains("helm"),
+        "{message}"
+    );
+    assert!(event["note"].as_str().unwrap().contains("orders-config"));
+}
+
+#[tokio::test]
+async fn an_invalid_child_degrades_the_resource() {
+    let (status, _) = refused_child(
+        2,
+        422,
+        "Invalid",
+        "Service \"orders-headless\" is invalid: spec.ports[0].port: Invalid value",
+    )
+    .await;
+    let message = condition(&status, "Degraded")["message"].as_str().unwrap();
+    assert!(message.contains("Service orders-headless"), "{message}");
 }
 
 #[tokio::test]
@@ -944,33 +987,4 @@ async fn a_message_queue_being_deleted_is_left_to_the_garbage_collector() {
     // No request at all: nothing read, applied or written (`done` checks).
     let run = scenario(mq, |server| async move { server }).await;
     assert_eq!(run.result.unwrap(), Action::await_change());
-}
-
-#[tokio::test]
-async fn an_invalid_child_degrades_the_resource() {
-    let mq = orders();
-    let script_mq = mq.clone();
-    let run = scenario(mq, |mut server| async move {
-        let p = paths();
-        server.get_missing(&p.credentials_secret()).await;
-        server.get_missing(&p.stateful_set()).await;
-        server.apply(&p.config_map()).await;
-        server.apply(&p.credentials_secret()).await;
-        server.expect_apply(&p.headless_service()).await.fail(
-            422,
-            "Invalid",
-            "Service \"orders-headless\" is invalid: spec.ports[0].port: Invalid value",
-        );
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_condition(&status, "Degraded", "True", "Invalid");
-        let event = server.event("shop").await;
-        assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], "Invalid");
-        server
-    })
-    .await;
-    let err = run.result.unwrap_err();
-    assert!(err.is_permanent(), "{err}");
-    assert_eq!(run.policy, Some(Action::requeue(PERMANENT_RETRY)));
 }
