@@ -224,9 +224,9 @@ async fn converge(instance: &Instance<'_>, ctx: &Context) -> Result<Converged, E
     }
 
     if let Some(old) = &before
-        && volumes::needs_expansion(old, &desired.stateful_set)
+        && let Some(sizes) = volumes::expansion(old, &desired.stateful_set)
     {
-        let message = volumes::expand(ctx, instance, old, &desired.stateful_set).await?;
+        let message = volumes::expand(ctx, instance, old, sizes).await?;
         return Ok(Converged {
             stateful_set: old.clone(),
             observed: Observed {

@@ -17,7 +17,7 @@ use tracing::info;
 
 use super::context::Context;
 use super::error::Error;
-use super::sidecars::PodCounts;
+use super::sidecars::{PodCounts, messages_held};
 use crate::build::{Instance, LABEL_SERVING};
 use crate::resource::{MessageQueue, Phase};
 
@@ -65,16 +65,19 @@ fn blockers(instance: &Instance<'_>, pods: &[PodCounts], leaving: Range<i32>) ->
     let name = instance.stateful_set_name();
     leaving
         .filter_map(|ordinal| {
-            let pod = pods.iter().find(|p| p.ordinal == ordinal);
-            match pod.map(|p| (p.held(), &p.queues)) {
-                Some((Some(0), _)) => None,
-                Some((Some(held), _)) => Some(format!("{name}-{ordinal} holds {held} messages")),
-                Some((None, Err(err))) => Some(format!(
+            match pods
+                .iter()
+                .find(|p| p.ordinal == ordinal)
+                .map(|p| &p.queues)
+            {
+                Some(Ok(queues)) => match messages_held(queues) {
+                    0 => None,
+                    held => Some(format!("{name}-{ordinal} holds {held} messages")),
+                },
+                Some(Err(err)) => Some(format!(
                     "{name}-{ordinal} did not report its messages ({err})"
                 )),
-                Some((None, Ok(_))) | None => {
-                    Some(format!("{name}-{ordinal} did not report its messages"))
-                }
+                None => Some(format!("{name}-{ordinal} did not report its messages")),
             }
         })
         .collect()

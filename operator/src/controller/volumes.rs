@@ -67,32 +67,23 @@ pub fn quantity_bytes(quantity: &Quantity) -> Option<f64> {
     (value.is_finite() && value >= 0.0).then_some(value * scale)
 }
 
-/// True when `desired` asks for bigger volumes than `current` was made with.
-pub fn needs_expansion(current: &StatefulSet, desired: &StatefulSet) -> bool {
-    match (
-        template_size(current).and_then(quantity_bytes),
-        template_size(desired).and_then(quantity_bytes),
-    ) {
-        (Some(now), Some(wanted)) => wanted > now,
-        _ => false,
-    }
+/// The sizes `(current, desired)` when `desired` asks for bigger volumes than `current`
+/// was made with; None otherwise (or when a size is not understood).
+pub fn expansion(current: &StatefulSet, desired: &StatefulSet) -> Option<(Quantity, Quantity)> {
+    let from = template_size(current)?;
+    let to = template_size(desired)?;
+    (quantity_bytes(to)? > quantity_bytes(from)?).then(|| (from.clone(), to.clone()))
 }
 
-/// Patches every claim of the instance that is smaller than the desired size, then
-/// deletes `current` with its pods orphaned. Returns what the Progressing condition says.
+/// Patches every claim of the instance smaller than `to`, then deletes `current` with
+/// its pods orphaned. Returns what the Progressing condition says.
 pub async fn expand(
     ctx: &Context,
     instance: &Instance<'_>,
     current: &StatefulSet,
-    desired: &StatefulSet,
+    (from, to): (Quantity, Quantity),
 ) -> Result<String, Error> {
     let sts_name = instance.stateful_set_name();
-    let from = template_size(current)
-        .map(|q| q.0.clone())
-        .unwrap_or_default();
-    let Some(to) = template_size(desired).cloned() else {
-        return Ok(String::new());
-    };
     let wanted = quantity_bytes(&to).unwrap_or(0.0);
 
     let claims: Api<PersistentVolumeClaim> =
@@ -149,16 +140,16 @@ pub async fn expand(
             });
         }
     }
-    info!(from = %from, to = %to.0, claims = patched, "StatefulSet deleted with its pods orphaned, to be recreated with bigger volumes");
+    info!(from = %from.0, to = %to.0, claims = patched, "StatefulSet deleted with its pods orphaned, to be recreated with bigger volumes");
     publish(
         ctx,
         instance.mq,
-        volume_expansion_event(&sts_name, &from, &to.0, patched),
+        volume_expansion_event(&sts_name, &from.0, &to.0, patched),
     )
     .await;
     Ok(format!(
-        "growing the volumes from {from} to {}: {patched} claims patched; StatefulSet {sts_name} is recreated while its pods keep running",
-        to.0
+        "growing the volumes from {} to {}: {patched} claims patched; StatefulSet {sts_name} is recreated while its pods keep running",
+        from.0, to.0
     ))
 }
 
