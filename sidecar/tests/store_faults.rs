@@ -651,6 +651,59 @@ async fn unsynced_writes_are_lost_but_nothing_acknowledged_is() {
 // ---------------------------------------------------------------------------------------
 // 2. Torn tails.
 
+/// Appends nobody waits for (a receive's delivery counts) are written but not synced on
+/// their own: the next awaited append's sync covers them.
+#[tokio::test]
+async fn appends_nobody_awaits_ride_on_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    let (store, _, _) = open(
+        dir.path(),
+        options(Durability::Fsync, 1 << 20),
+        Arc::new(fs.clone()),
+    )
+    .unwrap();
+    let store = Arc::new(store);
+    fs.disk.lock().sync_delay = Duration::from_millis(300);
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { append_one(&store, 0).await }
+    });
+    // The writer is inside the first sync; these queue behind it and are dropped unawaited.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for id in 1..=20 {
+        drop(store.append(vec![enqueued(id, body_for(id))]));
+    }
+    first.await.unwrap().unwrap();
+    store.mark().await.unwrap();
+    let (segment, len) = fs.newest();
+    let file = fs.file(&segment_path(&dir.path().join("log"), segment));
+    assert_eq!(
+        fs.disk.lock().syncs,
+        1,
+        "the unawaited batch was synced alone"
+    );
+    assert!(
+        file.synced < len,
+        "the unawaited records are written: {file:?}, {len}"
+    );
+
+    fs.disk.lock().sync_delay = Duration::ZERO;
+    append_one(&store, 21).await.unwrap();
+    let (_, len) = fs.newest();
+    let file = fs.file(&segment_path(&dir.path().join("log"), segment));
+    assert_eq!(fs.disk.lock().syncs, 2);
+    assert_eq!(
+        file.synced, len,
+        "the awaited append's sync covers everything before it"
+    );
+    tokio::task::spawn_blocking(move || drop(store))
+        .await
+        .unwrap();
+    let (_, _, replayed) = open(dir.path(), options(Durability::Fsync, 1 << 20), real()).unwrap();
+    assert_eq!(ids(&replayed), (0..=21).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn torn_tail_at_any_offset_recovers_cleanly() {
     let mut rng = SmallRng::seed_from_u64(2);

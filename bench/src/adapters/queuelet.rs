@@ -1,46 +1,142 @@
-//! queuelet's native JSON HTTP API through the crate's own typed client (keep-alive
-//! connections pooled by reqwest). Single style: one send, one receive of at most one,
-//! one delete per message. Best style: batch send, receive and delete of 16.
+//! queuelet's native JSON HTTP API. Each producer and consumer owns one keep-alive
+//! HTTP/1.1 connection driven by hyper directly (no pool, no redirects, no per-request
+//! URL building): the way a client that cares about its CPU calls the server, and the
+//! load generator shares the machine's cores with the server. Queue set-up goes through
+//! the crate's typed client. Single style: one send, one receive of at most one, one
+//! delete per message. Best style: batch send, receive and delete of 16.
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
-use queuelet::api::model::{ReceiveRequest, SendMessage};
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use queuelet::api::model::{
+    DeleteBatch, DeleteResults, ReceiveRequest, ReceivedMessages, SendBatch, SendMessage,
+    SentBatch, SentMessage,
+};
 use queuelet::client::Client;
 use queuelet::engine::QueueAttributes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
 
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
 
 pub struct Queuelet {
     client: Client,
+    /// `host:port` to connect to.
+    authority: String,
     queue: String,
 }
 
 impl Queuelet {
     pub fn new(url: &str, queue: &str) -> Result<Self> {
         let client = Client::new(url).with_context(|| format!("queuelet URL {url:?}"))?;
+        let authority = url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|authority| !authority.is_empty() && !authority.contains('/'))
+            .with_context(|| format!("queuelet URL {url:?} is not http://HOST:PORT"))?
+            .to_string();
         Ok(Self {
             client,
+            authority,
             queue: queue.to_string(),
         })
     }
 
-    fn endpoint(&self, style: ClientStyle) -> Endpoint {
-        Endpoint {
-            client: self.client.clone(),
-            queue: self.queue.clone(),
+    async fn endpoint(&self, style: ClientStyle) -> Result<Endpoint> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("connect to queuelet at {}", self.authority))?;
+        stream.set_nodelay(true).context("set TCP_NODELAY")?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1.1 handshake with queuelet")?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                eprintln!("queuelet connection closed: {error}");
+            }
+        });
+        let base = format!("/v1/queues/{}/messages", self.queue);
+        Ok(Endpoint {
+            connection: Connection {
+                sender,
+                host: self.authority.clone(),
+            },
+            send_batch: format!("{base}/batch"),
+            receive: format!("{base}/receive"),
+            delete_batch: format!("{base}/delete"),
+            base,
             style,
-        }
+        })
     }
 }
 
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
 struct Endpoint {
-    client: Client,
-    queue: String,
+    connection: Connection,
+    /// `/v1/queues/NAME/messages`: single sends, and deletes under it.
+    base: String,
+    send_batch: String,
+    receive: String,
+    delete_batch: String,
     style: ClientStyle,
 }
 
 fn text(body: &[u8]) -> Result<String> {
     String::from_utf8(body.to_vec()).context("queuelet bodies in this harness are ASCII text")
+}
+
+impl Connection {
+    /// One request on this connection; the response body when it succeeded.
+    async fn call(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+            .with_context(|| format!("build {method} {path}"))?;
+        self.sender
+            .ready()
+            .await
+            .context("queuelet connection lost")?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("{method} {path}: reading the response"))?
+            .to_bytes();
+        if !status.is_success() {
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&mut self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).context("encode the request")?;
+        let bytes = self.call(Method::POST, path, Some(body)).await?;
+        serde_json::from_slice(&bytes).with_context(|| format!("decode the answer of POST {path}"))
+    }
 }
 
 #[async_trait]
@@ -63,23 +159,25 @@ impl System for Queuelet {
     }
 
     async fn producer(&self, style: ClientStyle) -> Result<Box<dyn Producer>> {
-        Ok(Box::new(self.endpoint(style)))
+        Ok(Box::new(self.endpoint(style).await?))
     }
 
     async fn consumer(&self, style: ClientStyle, _index: usize) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(self.endpoint(style)))
+        Ok(Box::new(self.endpoint(style).await?))
     }
 }
 
 #[async_trait]
 impl Producer for Endpoint {
     async fn send(&mut self, bodies: &[Vec<u8>]) -> Result<()> {
-        match (self.style, bodies) {
+        let sent = match (self.style, bodies) {
             (ClientStyle::Single, [body]) => {
-                self.client
-                    .send(&self.queue, &SendMessage::text(text(body)?))
+                let _: SentMessage = self
+                    .connection
+                    .post(&self.base, &SendMessage::text(text(body)?))
                     .await
                     .context("queuelet send")?;
+                1
             }
             (ClientStyle::Single, _) => bail!("single style sends one message per operation"),
             (ClientStyle::Best, _) => {
@@ -87,11 +185,16 @@ impl Producer for Endpoint {
                     .iter()
                     .map(|b| text(b).map(SendMessage::text))
                     .collect::<Result<Vec<_>>>()?;
-                self.client
-                    .send_batch(&self.queue, messages)
+                let sent: SentBatch = self
+                    .connection
+                    .post(&self.send_batch, &SendBatch { messages })
                     .await
                     .context("queuelet batch send")?;
+                sent.messages.len()
             }
+        };
+        if sent != bodies.len() {
+            bail!("queuelet accepted {sent} of {} messages", bodies.len());
         }
         Ok(())
     }
@@ -105,12 +208,13 @@ impl Consumer for Endpoint {
             wait_seconds: Some(1),
             ..ReceiveRequest::default()
         };
-        let received = self
-            .client
-            .receive(&self.queue, &request)
+        let received: ReceivedMessages = self
+            .connection
+            .post(&self.receive, &request)
             .await
             .context("queuelet receive")?;
         Ok(received
+            .messages
             .into_iter()
             .map(|m| Delivery {
                 redelivered: m.dequeue_count > 1,
@@ -124,23 +228,37 @@ impl Consumer for Endpoint {
         let handles = deliveries
             .iter()
             .map(|d| match &d.receipt {
-                Receipt::Handle(h) => Ok(h.clone()),
+                // Receipt handles are URL-safe base64: they go into a path unescaped.
+                Receipt::Handle(h) if !h.contains(['/', '?', '#', '%']) => Ok(h.clone()),
                 other => bail!("queuelet cannot acknowledge by {other:?}"),
             })
             .collect::<Result<Vec<_>>>()?;
         if let (ClientStyle::Single, [handle]) = (self.style, handles.as_slice()) {
-            return self
-                .client
-                .delete(&self.queue, handle)
+            let path = format!("{}/{handle}", self.base);
+            self.connection
+                .call(Method::DELETE, &path, None)
                 .await
-                .context("queuelet delete");
+                .context("queuelet delete")?;
+            return Ok(());
         }
-        let results = self
-            .client
-            .delete_batch(&self.queue, handles)
+        let results: DeleteResults = self
+            .connection
+            .post(
+                &self.delete_batch,
+                &DeleteBatch {
+                    receipt_handles: handles,
+                },
+            )
             .await
             .context("queuelet batch delete")?;
-        if let Some(failed) = results.iter().find(|r| !r.ok) {
+        if results.results.len() != deliveries.len() {
+            bail!(
+                "queuelet answered {} delete results for {} handles",
+                results.results.len(),
+                deliveries.len()
+            );
+        }
+        if let Some(failed) = results.results.iter().find(|r| !r.ok) {
             bail!(
                 "queuelet refused a delete: {} {}",
                 failed.code.as_deref().unwrap_or("?"),

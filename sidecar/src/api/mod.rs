@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 mod paging;
 pub mod queues;
+mod request_id;
 pub mod topics;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -32,6 +33,7 @@ use crate::engine::Engine;
 use auth::Tokens;
 use error::{ApiError, REQUEST_ID_HEADER};
 use metrics::Metrics;
+use request_id::RequestIds;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -175,7 +177,7 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
         .layer(middleware::from_fn(error::render_errors))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
 }
 
 async fn not_found() -> ApiError {

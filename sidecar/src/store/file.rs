@@ -2,16 +2,23 @@
 //! drop unsynced writes, fail a write with ENOSPC, or fail a sync.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub trait LogFile: Send {
-    /// Appends all of `buf` at the end of the file.
+    /// Appends all of `buf` after the bytes appended so far.
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes what was appended durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file back to `len` bytes (undoing a failed append).
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// The file takes no more appends (the log moved to a new segment): drops whatever
+    /// it holds beyond what was appended. Nothing needs to be synced: recovery reads a
+    /// zero tail as the clean end of a segment.
+    fn seal(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens segment files for appending.
@@ -25,40 +32,83 @@ pub trait LogFs: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
-struct RealFile(File);
+/// How far ahead of the appends a segment is filled with zeros.
+///
+/// An `fdatasync` after an append that grows the file also journals the new size; inside
+/// space already written it flushes data alone. Measured here, 1 KiB writes each followed
+/// by `fdatasync`: 4.6k/s (p50 0.20 ms) growing the file, 6.1–7.3k/s (p50 0.13–0.15 ms)
+/// inside zeroed space, counting the extensions. So each time the appends reach the end
+/// of the zeroed space, the next 256 KiB are zeroed in the same write burst, and one sync
+/// in every 256 KiB of log pays for the size change. Recovery reads the zero tail as the
+/// clean end of the segment.
+pub const ZERO_AHEAD: u64 = 256 << 10;
+
+struct RealFile {
+    file: File,
+    /// Bytes appended.
+    len: u64,
+    /// Bytes written, the zeros ahead of the appends included.
+    written: u64,
+}
+
+impl RealFile {
+    fn new(file: File, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            written: len,
+        }
+    }
+}
 
 impl LogFile for RealFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        let end = self.len + buf.len() as u64;
+        self.file.write_all_at(buf, self.len)?;
+        if end > self.written {
+            let zeros = vec![0u8; ZERO_AHEAD as usize];
+            self.file.write_all_at(&zeros, end)?;
+            self.written = end + ZERO_AHEAD;
+        }
+        self.len = end;
+        Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)?;
-        self.0.sync_data()
+        self.file.set_len(len)?;
+        self.file.sync_data()?;
+        self.len = len;
+        self.written = len;
+        Ok(())
+    }
+    fn seal(&mut self) -> io::Result<()> {
+        if self.written > self.len {
+            self.file.set_len(self.len)?;
+            self.written = self.len;
+        }
+        Ok(())
     }
 }
 
 impl LogFs for RealFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)?;
+        // Not O_APPEND: appends are positional writes, the zeros ahead of them included.
+        let file = OpenOptions::new().create_new(true).write(true).open(path)?;
         // The new name must survive a crash too.
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok(Box::new(RealFile(file)))
+        Ok(Box::new(RealFile::new(file, 0)))
     }
 
     fn open_append(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        let file = OpenOptions::new().write(true).open(path)?;
         if file.metadata()?.len() != len {
             file.set_len(len)?;
             file.sync_data()?;
         }
-        Ok(Box::new(RealFile(file)))
+        Ok(Box::new(RealFile::new(file, len)))
     }
 }

@@ -341,15 +341,22 @@ impl Writer {
                 let _ = reply.send(answer);
             }
             if let Some(ack) = close {
-                if self.unsynced {
-                    self.sync();
-                }
+                self.finish();
                 let _ = ack.send(());
                 return;
             }
         }
-        if self.unsynced {
-            self.sync();
+        self.finish();
+    }
+
+    /// Syncs what is written and trims the zeros ahead of it: a log closed cleanly ends
+    /// exactly after its last record.
+    fn finish(&mut self) {
+        if self.unsynced && !self.sync() {
+            return;
+        }
+        if let Err(error) = self.file.seal() {
+            tracing::warn!(segment = self.segment, %error, "cannot trim the log at close");
         }
     }
 
@@ -424,7 +431,11 @@ impl Writer {
         let base = self.len;
         self.len += self.buf.len() as u64;
         self.unsynced = true;
+        // A receive hands its delivery counts over and does not wait for them: when no
+        // one waits on this batch, its sync is left to the next batch that needs one.
+        let awaited = batch.iter().any(|(_, done)| !done.is_closed());
         let synced = match self.options.durability {
+            Durability::Fsync if !awaited => true,
             Durability::Fsync => self.sync(),
             Durability::Interval(every) => {
                 if self.last_sync.elapsed() >= every {
@@ -456,6 +467,10 @@ impl Writer {
         if self.unsynced && !self.sync() {
             let reason = self.shared.failed.lock().clone().unwrap_or_default();
             return Err(JournalError::read_only(reason));
+        }
+        if let Err(error) = self.file.seal() {
+            // Only the zeros ahead of the appends stay: recovery reads them as the end.
+            tracing::warn!(segment = self.segment, %error, "cannot trim the closed segment");
         }
         let next = self.segment + 1;
         let path = segment_path(&self.shared.dir, next);
