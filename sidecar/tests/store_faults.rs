@@ -18,7 +18,7 @@ use queuelet::engine::{
     Engine, EngineConfig, EngineError, LateJournal, NewMessage, Origin, QueueAttributes,
     SystemClock,
 };
-use queuelet::store::file::{LogFile, LogFs, RealFs};
+use queuelet::store::file::{LogFile, LogFs, RealFs, ZERO_AHEAD};
 use queuelet::store::log::{LogOptions, segment_path};
 use queuelet::store::repair::repair;
 use queuelet::store::{Durability, Recovered, Store, StoreError};
@@ -650,6 +650,59 @@ async fn unsynced_writes_are_lost_but_nothing_acknowledged_is() {
 
 // ---------------------------------------------------------------------------------------
 // 2. Torn tails.
+
+/// While the log is open its newest segment runs zeroed space ahead of the appends (so a
+/// sync does not journal a new file size); a closed segment ends at its last record; a
+/// copy taken while open (what a crash leaves) reads the zeros as the clean end.
+#[tokio::test]
+async fn zeros_ahead_of_the_appends_read_as_the_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(Durability::Fsync, 8 << 10);
+    let (store, _, _) = open(dir.path(), opts.clone(), real()).unwrap();
+    let mut written = Vec::new();
+    for id in 0..40 {
+        written.push((id, append_one(&store, id).await.unwrap()));
+    }
+    let frames = frames(&written);
+    let log = dir.path().join("log");
+    let last = frames.last().unwrap();
+    let len = |segment| {
+        std::fs::metadata(segment_path(&log, segment))
+            .unwrap()
+            .len()
+    };
+    assert!(last.segment > 1, "the test needs a closed segment");
+    let bytes = std::fs::read(segment_path(&log, last.segment)).unwrap();
+    let ahead = &bytes[last.end as usize..];
+    assert!(
+        !ahead.is_empty() && ahead.len() as u64 <= ZERO_AHEAD,
+        "{} bytes ahead of the appends",
+        ahead.len()
+    );
+    assert!(
+        ahead.iter().all(|b| *b == 0),
+        "only zeros ahead of the appends"
+    );
+    let closed = frames.iter().rfind(|f| f.segment == 1).unwrap();
+    assert_eq!(
+        len(1),
+        closed.end,
+        "a closed segment ends at its last record"
+    );
+
+    let copy = copy_data_dir(dir.path());
+    let (reopened, recovered, replayed) = open(copy.path(), opts.clone(), real()).unwrap();
+    assert_eq!(recovered.truncated, None);
+    assert_eq!(recovered.tail_len, last.end);
+    assert_eq!(ids(&replayed), (0..40).collect::<Vec<_>>());
+    check_bodies(&reopened, &replayed);
+    append_one(&reopened, 40).await.unwrap();
+    reopened.close();
+    drop(reopened);
+    let (_, _, replayed) = open(copy.path(), opts, real()).unwrap();
+    assert_eq!(ids(&replayed), (0..=40).collect::<Vec<_>>());
+    store.close();
+}
 
 /// Appends nobody waits for (a receive's delivery counts) are written but not synced on
 /// their own: the next awaited append's sync covers them.
