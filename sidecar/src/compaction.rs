@@ -80,17 +80,24 @@ pub async fn compact_once(
     let segments = store.segments();
     let active = segments.last().copied().unwrap_or(position.segment);
     let usage = engine.segment_use();
-    let mut removed = Vec::new();
     let now_unused: HashSet<u32> = segments
         .iter()
         .copied()
         .filter(|id| *id < position.segment && !usage.contains_key(id))
         .collect();
-    for &id in now_unused.intersection(unused) {
-        store.remove_segment(id)?;
-        removed.push(id);
-    }
+    let mut removed: Vec<u32> = now_unused.intersection(unused).copied().collect();
     removed.sort_unstable();
+    // Unlinking a full segment and syncing the directory takes tens of milliseconds here:
+    // off the request threads.
+    let remover = store.clone();
+    let to_remove = removed.clone();
+    tokio::task::spawn_blocking(move || {
+        to_remove
+            .into_iter()
+            .try_for_each(|id| remover.remove_segment(id))
+    })
+    .await
+    .context("the segment removal task failed")??;
     *unused = now_unused;
     unused.retain(|id| !removed.contains(id));
     let mut copied = 0;

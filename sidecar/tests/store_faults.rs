@@ -722,8 +722,16 @@ async fn appends_nobody_awaits_ride_on_the_next_sync() {
         let store = store.clone();
         async move { append_one(&store, 0).await }
     });
-    // The writer is inside the first sync; these queue behind it and are dropped unawaited.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the first record is written the writer is busy with its batch (the sync takes
+    // 300 ms): these queue behind it and are dropped unawaited.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs.used() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first append was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     for id in 1..=20 {
         drop(store.append(vec![enqueued(id, body_for(id))]));
     }
