@@ -651,6 +651,51 @@ async fn unsynced_writes_are_lost_but_nothing_acknowledged_is() {
 // ---------------------------------------------------------------------------------------
 // 2. Torn tails.
 
+/// Reading many stored messages at once (a receive's batch) answers each in the order
+/// asked, across segments and gaps, like reading them one by one; a damaged one fails
+/// alone.
+#[tokio::test]
+async fn reading_many_messages_at_once_matches_reading_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = open(dir.path(), options(Durability::Fsync, 8 << 10), real()).unwrap();
+    let mut locs = Vec::new();
+    for id in 0..60 {
+        locs.push(append_one(&store, id).await.unwrap());
+    }
+    assert!(
+        locs.iter().any(|l| l.segment != locs[0].segment),
+        "needs two segments"
+    );
+    let asked: Vec<u64> = vec![59, 3, 4, 5, 10, 30, 31, 0, 58, 57, 12, 11];
+    let wanted: Vec<BodyLoc> = asked.iter().map(|&id| locs[id as usize]).collect();
+    let answers = store.read_messages(&wanted);
+    assert_eq!(answers.len(), asked.len());
+    for ((id, loc), answer) in asked.iter().zip(&wanted).zip(answers) {
+        let (body, tags) = answer.unwrap_or_else(|e| panic!("message {id}: {e}"));
+        assert_eq!(body, body_for(*id), "body of message {id}");
+        assert_eq!((body, tags), store.read_message(*loc).unwrap());
+    }
+
+    // Flip the last byte of message 4's frame (its body).
+    let damaged = locs[4];
+    let path = segment_path(&dir.path().join("log"), damaged.segment);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let at = u64::from(damaged.offset + damaged.len - 1);
+    let mut byte = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x40], at).unwrap();
+    let answers = store.read_messages(&[locs[3], locs[4], locs[5]]);
+    assert_eq!(answers[0].as_ref().unwrap().0, body_for(3));
+    let error = answers[1].as_ref().unwrap_err();
+    assert!(error.message.contains("damaged"), "{error}");
+    assert_eq!(answers[2].as_ref().unwrap().0, body_for(5));
+    store.close();
+}
+
 /// While the log is open its newest segment runs zeroed space ahead of the appends (so a
 /// sync does not journal a new file size); a closed segment ends at its last record; a
 /// copy taken while open (what a crash leaves) reads the zeros as the clean end.

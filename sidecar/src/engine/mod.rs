@@ -39,7 +39,7 @@ use queue::Content;
 use record::BodyLoc;
 
 use ids::IdCodec;
-use queue::{DeadLetters, QueueState, ReplayedMessage};
+use queue::{DeadLetters, Delivery, QueueState, ReplayedMessage};
 
 /// Longest long poll, in seconds.
 pub const MAX_WAIT_SECONDS: u32 = 30;
@@ -703,10 +703,13 @@ impl Engine {
                 self.counters
                     .received
                     .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+                let mut contents = self.read_contents(&deliveries).into_iter();
                 return deliveries
                     .into_iter()
                     .map(|d| {
-                        let (body, tags) = self.read_content(d.content)?;
+                        let (body, tags) = contents.next().unwrap_or_else(|| {
+                            Err(EngineError::Storage("a message body was not read".into()))
+                        })?;
                         Ok(ReceivedMessage {
                             id: self.ids.message_id(uid, d.seq),
                             receipt_handle: self.ids.receipt_handle(d.receipt),
@@ -731,14 +734,29 @@ impl Engine {
         }
     }
 
-    fn read_content(&self, content: Content) -> Result<(Bytes, Vec<String>), EngineError> {
-        match content {
-            Content::Inline(inline) => Ok((inline.body, inline.tags)),
-            Content::Stored(loc) => self
-                .journal
-                .read_message(loc)
-                .map_err(|e| EngineError::Storage(e.message)),
-        }
+    /// The body and tags of each delivery, in order; stored ones read in one pass.
+    fn read_contents(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Vec<Result<(Bytes, Vec<String>), EngineError>> {
+        let stored: Vec<BodyLoc> = deliveries
+            .iter()
+            .filter_map(|d| match &d.content {
+                Content::Stored(loc) => Some(*loc),
+                Content::Inline(_) => None,
+            })
+            .collect();
+        let mut read = self.journal.read_messages(&stored).into_iter();
+        deliveries
+            .iter()
+            .map(|d| match &d.content {
+                Content::Inline(inline) => Ok((inline.body.clone(), inline.tags.clone())),
+                Content::Stored(_) => match read.next() {
+                    Some(answer) => answer.map_err(|e| EngineError::Storage(e.message)),
+                    None => Err(EngineError::Storage("a message body was not read".into())),
+                },
+            })
+            .collect()
     }
 
     /// Deletes by receipt handle; one result per handle, in order.

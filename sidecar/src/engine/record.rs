@@ -194,6 +194,9 @@ impl JournalError {
     }
 }
 
+/// A stored message read back: its body and tags.
+pub type ReadMessage = Result<(Bytes, Vec<String>), JournalError>;
+
 /// Completes when the records are durable, with where each `Enqueued` body now lies.
 pub type Durable = Pin<Box<dyn Future<Output = Result<Vec<Option<BodyLoc>>, JournalError>> + Send>>;
 
@@ -202,7 +205,12 @@ pub type Durable = Pin<Box<dyn Future<Output = Result<Vec<Option<BodyLoc>>, Jour
 pub trait Journal: Send + Sync + 'static {
     fn append(&self, records: Vec<Record>) -> Durable;
     /// Reads the body and tags of a message that `append` reported stored.
-    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError>;
+    fn read_message(&self, loc: BodyLoc) -> ReadMessage;
+    /// Reads several stored messages, answering in the order of `locs`. A journal on
+    /// disk reads neighbouring ones together.
+    fn read_messages(&self, locs: &[BodyLoc]) -> Vec<ReadMessage> {
+        locs.iter().map(|loc| self.read_message(*loc)).collect()
+    }
     /// Reads only the body of a stored message.
     fn read_body(&self, loc: BodyLoc) -> Result<Bytes, JournalError> {
         self.read_message(loc).map(|(body, _)| body)
@@ -230,7 +238,7 @@ impl Journal for MemoryJournal {
         Box::pin(std::future::ready(Ok(vec![None; records.len()])))
     }
 
-    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
+    fn read_message(&self, loc: BodyLoc) -> ReadMessage {
         Err(JournalError::unavailable(format!(
             "no stored bodies in memory mode ({loc:?})"
         )))
@@ -264,8 +272,15 @@ impl Journal for LateJournal {
         }
     }
 
-    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
+    fn read_message(&self, loc: BodyLoc) -> ReadMessage {
         self.get()?.read_message(loc)
+    }
+
+    fn read_messages(&self, locs: &[BodyLoc]) -> Vec<ReadMessage> {
+        match self.get() {
+            Ok(journal) => journal.read_messages(locs),
+            Err(error) => vec![Err(error); locs.len()],
+        }
     }
 
     fn failure(&self) -> Option<String> {

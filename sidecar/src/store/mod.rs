@@ -19,10 +19,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 
 use crate::engine::record::{
-    BodyLoc, Durable, Journal, JournalError, LogPosition, Mark, Record, Snapshot,
+    BodyLoc, Durable, Journal, JournalError, LogPosition, Mark, ReadMessage, Record, Snapshot,
 };
 use file::LogFs;
 pub use log::Durability;
@@ -210,27 +209,92 @@ impl Store {
     }
 }
 
+/// Stored messages closer than this are read with one call, gap included.
+const READ_GAP: u32 = 4 << 10;
+/// Most bytes one coalesced read takes.
+const READ_SPAN: u32 = 256 << 10;
+
+/// Verifies the frame read from `loc` and returns its message.
+fn decode_at(loc: BodyLoc, frame: &[u8]) -> ReadMessage {
+    frame::decode_stored(frame).ok_or_else(|| {
+        tracing::error!(
+            segment = loc.segment,
+            offset = loc.offset,
+            "stored message fails its checksum"
+        );
+        JournalError::unavailable(format!(
+            "the stored message in segment {} at offset {} is damaged (checksum mismatch)",
+            loc.segment, loc.offset
+        ))
+    })
+}
+
+fn read_error(error: io::Error) -> JournalError {
+    JournalError::unavailable(format!("reading a message body: {error}"))
+}
+
 impl Journal for Store {
     fn append(&self, records: Vec<Record>) -> Durable {
         self.log.append(records)
     }
 
-    fn read_message(&self, loc: BodyLoc) -> Result<(Bytes, Vec<String>), JournalError> {
-        let bytes = self
-            .log
-            .read(loc)
-            .map_err(|e| JournalError::unavailable(format!("reading a message body: {e}")))?;
-        frame::decode_stored(&bytes).ok_or_else(|| {
-            tracing::error!(
-                segment = loc.segment,
-                offset = loc.offset,
-                "stored message fails its checksum"
-            );
-            JournalError::unavailable(format!(
-                "the stored message in segment {} at offset {} is damaged (checksum mismatch)",
-                loc.segment, loc.offset
-            ))
-        })
+    fn read_message(&self, loc: BodyLoc) -> ReadMessage {
+        let bytes = self.log.read(loc).map_err(read_error)?;
+        decode_at(loc, &bytes)
+    }
+
+    /// Messages sent together lie side by side in the log: one positional read per run
+    /// of neighbours instead of one per message.
+    fn read_messages(&self, locs: &[BodyLoc]) -> Vec<ReadMessage> {
+        let mut order: Vec<usize> = (0..locs.len()).collect();
+        order.sort_unstable_by_key(|&i| (locs[i].segment, locs[i].offset));
+        let mut out: Vec<Option<ReadMessage>> = vec![None; locs.len()];
+        let mut rest = order.as_slice();
+        while let Some((&first, _)) = rest.split_first() {
+            let start = locs[first];
+            let mut end = start.offset + start.len;
+            let run = rest
+                .iter()
+                .take_while(|&&i| {
+                    let loc = locs[i];
+                    let next_end = loc.offset + loc.len;
+                    let joins = loc.segment == start.segment
+                        && loc.offset <= end.saturating_add(READ_GAP)
+                        && next_end.max(end) - start.offset <= READ_SPAN;
+                    if joins {
+                        end = end.max(next_end);
+                    }
+                    joins
+                })
+                .count()
+                .max(1);
+            let (members, later) = rest.split_at(run);
+            rest = later;
+            let span = BodyLoc {
+                segment: start.segment,
+                offset: start.offset,
+                len: end - start.offset,
+            };
+            match self.log.read(span) {
+                Ok(bytes) => {
+                    for &i in members {
+                        let at = (locs[i].offset - span.offset) as usize;
+                        out[i] = Some(decode_at(locs[i], &bytes[at..at + locs[i].len as usize]));
+                    }
+                }
+                Err(error) => {
+                    let error = read_error(error);
+                    for &i in members {
+                        out[i] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| Err(JournalError::unavailable("a read was skipped")))
+            })
+            .collect()
     }
 
     fn failure(&self) -> Option<String> {
