@@ -777,13 +777,27 @@ async fn appends_nobody_awaits_ride_on_the_next_sync() {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let written_first = fs.used();
     for id in 1..=20 {
         drop(store.append(vec![enqueued(id, body_for(id))]));
     }
     first.await.unwrap().unwrap();
-    store.mark().await.unwrap();
-    let (segment, len) = fs.newest();
-    let file = fs.file(&segment_path(&dir.path().join("log"), segment));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs.used() == written_first {
+        assert!(
+            Instant::now() < deadline,
+            "the unawaited records were never written"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let newest = |fs: &FaultFs| {
+        let (segment, len) = fs.newest();
+        (
+            fs.file(&segment_path(&dir.path().join("log"), segment)),
+            len,
+        )
+    };
+    let (file, len) = newest(&fs);
     assert_eq!(
         fs.disk.lock().syncs,
         1,
@@ -796,18 +810,24 @@ async fn appends_nobody_awaits_ride_on_the_next_sync() {
 
     fs.disk.lock().sync_delay = Duration::ZERO;
     append_one(&store, 21).await.unwrap();
-    let (_, len) = fs.newest();
-    let file = fs.file(&segment_path(&dir.path().join("log"), segment));
+    let (file, len) = newest(&fs);
     assert_eq!(fs.disk.lock().syncs, 2);
     assert_eq!(
         file.synced, len,
         "the awaited append's sync covers everything before it"
     );
+
+    // A mark (where a checkpoint starts) never points past the synced log.
+    drop(store.append(vec![enqueued(22, body_for(22))]));
+    let position = store.mark().await.unwrap();
+    let (file, len) = newest(&fs);
+    assert_eq!(fs.disk.lock().syncs, 3);
+    assert_eq!((file.synced, len), (position.offset, position.offset));
     tokio::task::spawn_blocking(move || drop(store))
         .await
         .unwrap();
     let (_, _, replayed) = open(dir.path(), options(Durability::Fsync, 1 << 20), real()).unwrap();
-    assert_eq!(ids(&replayed), (0..=21).collect::<Vec<_>>());
+    assert_eq!(ids(&replayed), (0..=22).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -220,8 +220,8 @@ pub trait Journal: Send + Sync + 'static {
         None
     }
     /// Marks the current end of the stream of appended records: the future yields the
-    /// position the next record will take, once everything before it is written — or an
-    /// error if anything before it failed since the previous mark.
+    /// position the next record will take, once everything before it is written and
+    /// synced — or an error if anything before it failed since the previous mark.
     fn mark(&self) -> Mark {
         Box::pin(std::future::ready(Err(JournalError::unavailable(
             "this journal keeps no checkpoints",

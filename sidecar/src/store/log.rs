@@ -327,9 +327,16 @@ impl Writer {
                 self.commit(batch);
             }
             if let Some(reply) = mark {
+                // A checkpoint taken at the mark must not point past what a machine crash
+                // keeps: what is written but unsynced (the interval mode's last moments,
+                // delivery counts nobody waited for) is synced first.
                 let answer = if std::mem::take(&mut self.failed_since_mark) {
                     Err(JournalError::unavailable(
                         "a write failed since the previous mark",
+                    ))
+                } else if self.unsynced && !self.sync() {
+                    Err(JournalError::read_only(
+                        self.shared.failed.lock().clone().unwrap_or_default(),
                     ))
                 } else {
                     Ok(LogPosition {

@@ -19,7 +19,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-
 use crate::engine::record::{
     BodyLoc, Durable, Journal, JournalError, LogPosition, Mark, ReadMessage, Record, Snapshot,
 };
