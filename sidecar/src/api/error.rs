@@ -198,6 +198,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 },
             );
         }
+        // serde_json straight away; axum's parser, which tracks the path of the offending
+        // field for its message and costs more, only words a refusal.
+        if let Ok(value) = serde_json::from_slice::<T>(&bytes) {
+            return Ok(Self(value));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(match &rejection {
