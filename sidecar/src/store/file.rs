@@ -43,6 +43,8 @@ pub struct RealFs;
 /// clean end of the segment.
 pub const ZERO_AHEAD: u64 = 256 << 10;
 
+static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
+
 struct RealFile {
     file: File,
     /// Bytes appended.
@@ -66,9 +68,8 @@ impl LogFile for RealFile {
         let end = self.len + buf.len() as u64;
         self.file.write_all_at(buf, self.len)?;
         if end > self.written {
-            let zeros = vec![0u8; ZERO_AHEAD as usize];
             // Only a speed-up: on a disk too full for the zeros, the record alone counts.
-            self.written = match self.file.write_all_at(&zeros, end) {
+            self.written = match self.file.write_all_at(&ZEROS, end) {
                 Ok(()) => end + ZERO_AHEAD,
                 Err(_) => end,
             };
