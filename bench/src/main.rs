@@ -12,7 +12,7 @@ mod report;
 mod workload;
 
 /// The load generator shares the cores with the server it measures: every cycle it saves
-/// goes to the server. mimalloc spends fewer than the system allocator.
+/// goes to the server, and its requests allocate many small, short-lived buffers.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

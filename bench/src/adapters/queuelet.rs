@@ -34,12 +34,13 @@ pub struct Queuelet {
 impl Queuelet {
     pub fn new(url: &str, queue: &str) -> Result<Self> {
         let client = Client::new(url).with_context(|| format!("queuelet URL {url:?}"))?;
-        let authority = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|authority| !authority.is_empty() && !authority.contains('/'))
-            .with_context(|| format!("queuelet URL {url:?} is not http://HOST:PORT"))?
-            .to_string();
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("queuelet URL {url:?}"))?;
+        let authority = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) => authority.to_string(),
+            _ => bail!("queuelet URL {url:?} is not http://HOST:PORT"),
+        };
         Ok(Self {
             client,
             authority,
