@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: queuelet against beanstalkd, Redis and RabbitMQ on this machine,
-# same workload, matched durability. Installs the peers from Debian packages (as root),
-# starts each on 127.0.0.1 in a temporary directory, runs the matrix, stops what it
-# started, and writes results.md (table) and results.png (chart) into the output folder.
+# Side-by-side benchmark: queuelet (native JSON API and CMQ API 2.0) against beanstalkd,
+# Redis and RabbitMQ on this machine, same workload, matched durability. Installs the
+# peers from Debian packages (as root), starts each on 127.0.0.1 in a temporary
+# directory, runs the matrix, stops what it started, and writes results.md (table) and
+# results.png (chart) into the output folder.
 #
 #   bench/run.sh                 # the full matrix (8 producers + 8 consumers, 256 B)
 #   bench/run.sh --smoke         # a tiny run of every system; fails on lost or duplicate
@@ -93,9 +94,13 @@ both_styles() { # system address durability
   measure "$1" "$2" "$3" best
 }
 
+# queuelet serves its CMQ API 2.0 beside the native one, signed with this key.
+cmq_key=AKIDbench:bench-secret
+cmq_address=http://$cmq_key@127.0.0.1:18080
+
 start_queuelet() { # mode
   "$queuelet" --listen 127.0.0.1:18080 --data-dir "$work/queuelet-$1" --durability "$1" \
-    --log-format text >"$work/queuelet-$1.log" 2>&1 &
+    --cmq-keys "$cmq_key" --log-format text >"$work/queuelet-$1.log" 2>&1 &
   server_pid=$!
   wait_port 18080 30
   for _ in $(seq 1 300); do
@@ -149,6 +154,7 @@ both_styles queuelet http://127.0.0.1:18080 fsync
 best=$(jq -r 'select(.system == "queuelet" and .durability == "fsync" and .style == "best") | .messages_per_second' "$rows" | tail -n1)
 half=$(jq -n "$best / 2 | floor")
 measure queuelet http://127.0.0.1:18080 fsync best --rate "$half"
+both_styles queuelet-cmq "$cmq_address" fsync
 stop_server
 
 start_beanstalkd -f 0
@@ -166,6 +172,7 @@ stop_server
 # Relaxed: a machine crash may lose the last moments of acknowledged changes.
 start_queuelet interval
 both_styles queuelet http://127.0.0.1:18080 "interval (10 ms)"
+both_styles queuelet-cmq "$cmq_address" "interval (10 ms)"
 stop_server
 
 start_beanstalkd

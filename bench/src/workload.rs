@@ -64,13 +64,17 @@ fn histogram() -> Result<Histogram<u64>> {
 
 async fn produce(
     mut producer: Box<dyn Producer>,
+    index: usize,
     shared: Arc<Shared>,
     work: Workload,
 ) -> Result<Option<Histogram<u64>>> {
     let batch = work.style.batch() as u64;
     let mut pace = work.rate.map(|rate| {
-        let period = batch as f64 * work.producers as f64 / rate;
-        let mut ticks = tokio::time::interval(Duration::from_secs_f64(period));
+        let period = Duration::from_secs_f64(batch as f64 * work.producers as f64 / rate);
+        // Producers tick out of phase, so a paced run offers its sends evenly spread
+        // rather than as one burst of P sends every period.
+        let phase = period.mul_f64(index as f64 / work.producers as f64);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks
     });
@@ -164,8 +168,8 @@ pub async fn run(system: &dyn System, work: &Workload) -> Result<Outcome> {
     for consumer in consumers {
         tasks.spawn(consume(consumer, shared.clone(), work.clone()));
     }
-    for producer in producers {
-        tasks.spawn(produce(producer, shared.clone(), work.clone()));
+    for (index, producer) in producers.into_iter().enumerate() {
+        tasks.spawn(produce(producer, index, shared.clone(), work.clone()));
     }
     let mut latencies = histogram()?;
     while let Some(joined) = tasks.join_next().await {

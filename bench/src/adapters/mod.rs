@@ -2,11 +2,12 @@
 //! system has accepted them at its configured durability; a consumer receives, then
 //! acknowledges (deletes) what it received.
 //!
-//! Adding a system (e.g. queuelet's CMQ API 2.0 once the sidecar serves it) means one
-//! more module here implementing [`System`], one more [`SystemKind`] variant and one
+//! Adding a system means one more module here implementing [`System`], one more [`SystemKind`] variant and one
 //! arm in [`connect`]; the workload, the accounting and the report need no change.
 
 pub mod beanstalkd;
+pub mod cmq;
+mod http1;
 pub mod queuelet;
 pub mod rabbitmq;
 pub mod redis;
@@ -22,6 +23,8 @@ use async_trait::async_trait;
 pub enum SystemKind {
     /// queuelet's native JSON HTTP API (`/v1/queues/...`).
     Queuelet,
+    /// queuelet's CMQ API 2.0 (`/v2/index.php`), signed requests.
+    QueueletCmq,
     /// beanstalkd's text protocol.
     Beanstalkd,
     /// Redis lists, reliable-queue pattern (LPUSH; BLMOVE to a processing list; LREM).
@@ -105,11 +108,13 @@ pub trait System: Send + Sync {
     async fn consumer(&self, style: ClientStyle, index: usize) -> Result<Box<dyn Consumer>>;
 }
 
-/// The adapter for `kind`, talking to `address` (a URL for queuelet, RabbitMQ and Redis;
-/// `host:port` for beanstalkd), using queue `queue`.
+/// The adapter for `kind`, talking to `address` (a URL for queuelet, RabbitMQ and Redis,
+/// `http://SecretId:SecretKey@HOST:PORT` for queuelet's CMQ API; `host:port` for
+/// beanstalkd), using queue `queue`.
 pub fn connect(kind: SystemKind, address: &str, queue: &str) -> Result<Box<dyn System>> {
     Ok(match kind {
         SystemKind::Queuelet => Box::new(queuelet::Queuelet::new(address, queue)?),
+        SystemKind::QueueletCmq => Box::new(cmq::Cmq::new(address, queue)?),
         SystemKind::Beanstalkd => Box::new(beanstalkd::Beanstalkd::new(address, queue)),
         SystemKind::Redis => Box::new(redis::Redis::new(address, queue)?),
         SystemKind::Rabbitmq => Box::new(rabbitmq::Rabbitmq::new(address, queue)),

@@ -1,27 +1,19 @@
 //! queuelet's native JSON HTTP API. Each producer and consumer owns one keep-alive
-//! HTTP/1.1 connection driven by hyper directly (no pool, no redirects, no per-request
-//! URL building): the way a client that cares about its CPU calls the server, and the
-//! load generator shares the machine's cores with the server. Queue set-up goes through
-//! the crate's typed client. Single style: one send, one receive of at most one, one
-//! delete per message. Best style: batch send, receive and delete of 16.
+//! HTTP/1.1 connection ([`super::http1`]); queue set-up goes through the crate's typed
+//! client. Single style: one send, one receive of at most one, one delete per message.
+//! Best style: batch send, receive and delete of 16.
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use queuelet::api::model::{
     DeleteBatch, DeleteResults, ReceiveRequest, ReceivedMessages, SendBatch, SendMessage,
     SentBatch, SentMessage,
 };
 use queuelet::client::Client;
 use queuelet::engine::QueueAttributes;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
 
+use super::http1::{Address, Connection};
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
 
 pub struct Queuelet {
@@ -34,39 +26,17 @@ pub struct Queuelet {
 impl Queuelet {
     pub fn new(url: &str, queue: &str) -> Result<Self> {
         let client = Client::new(url).with_context(|| format!("queuelet URL {url:?}"))?;
-        let uri: http::Uri = url
-            .parse()
-            .with_context(|| format!("queuelet URL {url:?}"))?;
-        let authority = match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(authority)) => authority.to_string(),
-            _ => bail!("queuelet URL {url:?} is not http://HOST:PORT"),
-        };
         Ok(Self {
             client,
-            authority,
+            authority: Address::parse(url)?.authority,
             queue: queue.to_string(),
         })
     }
 
     async fn endpoint(&self, style: ClientStyle) -> Result<Endpoint> {
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .with_context(|| format!("connect to queuelet at {}", self.authority))?;
-        stream.set_nodelay(true).context("set TCP_NODELAY")?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1.1 handshake with queuelet")?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                eprintln!("queuelet connection closed: {error}");
-            }
-        });
         let base = format!("/v1/queues/{}/messages", self.queue);
         Ok(Endpoint {
-            connection: Connection {
-                sender,
-                host: self.authority.clone(),
-            },
+            connection: Connection::open(&self.authority).await?,
             send_batch: format!("{base}/batch"),
             receive: format!("{base}/receive"),
             delete_batch: format!("{base}/delete"),
@@ -74,11 +44,6 @@ impl Queuelet {
             style,
         })
     }
-}
-
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
 }
 
 struct Endpoint {
@@ -93,51 +58,6 @@ struct Endpoint {
 
 fn text(body: &[u8]) -> Result<String> {
     String::from_utf8(body.to_vec()).context("queuelet bodies in this harness are ASCII text")
-}
-
-impl Connection {
-    /// One request on this connection; the response body when it succeeded.
-    async fn call(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(header::HOST, &self.host);
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
-            .with_context(|| format!("build {method} {path}"))?;
-        self.sender
-            .ready()
-            .await
-            .context("queuelet connection lost")?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .with_context(|| format!("{method} {path}: reading the response"))?
-            .to_bytes();
-        if !status.is_success() {
-            bail!(
-                "{method} {path}: {status} {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        Ok(bytes)
-    }
-
-    async fn post<B: Serialize, T: DeserializeOwned>(&mut self, path: &str, body: &B) -> Result<T> {
-        let body = serde_json::to_vec(body).context("encode the request")?;
-        let bytes = self.call(Method::POST, path, Some(body)).await?;
-        serde_json::from_slice(&bytes).with_context(|| format!("decode the answer of POST {path}"))
-    }
 }
 
 #[async_trait]
@@ -175,7 +95,7 @@ impl Producer for Endpoint {
             (ClientStyle::Single, [body]) => {
                 let _: SentMessage = self
                     .connection
-                    .post(&self.base, &SendMessage::text(text(body)?))
+                    .post_json(&self.base, &SendMessage::text(text(body)?))
                     .await
                     .context("queuelet send")?;
                 1
@@ -188,7 +108,7 @@ impl Producer for Endpoint {
                     .collect::<Result<Vec<_>>>()?;
                 let sent: SentBatch = self
                     .connection
-                    .post(&self.send_batch, &SendBatch { messages })
+                    .post_json(&self.send_batch, &SendBatch { messages })
                     .await
                     .context("queuelet batch send")?;
                 sent.messages.len()
@@ -211,7 +131,7 @@ impl Consumer for Endpoint {
         };
         let received: ReceivedMessages = self
             .connection
-            .post(&self.receive, &request)
+            .post_json(&self.receive, &request)
             .await
             .context("queuelet receive")?;
         Ok(received
@@ -244,7 +164,7 @@ impl Consumer for Endpoint {
         }
         let results: DeleteResults = self
             .connection
-            .post(
+            .post_json(
                 &self.delete_batch,
                 &DeleteBatch {
                     receipt_handles: handles,
