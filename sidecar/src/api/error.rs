@@ -101,17 +101,18 @@ fn code_for_status(status: StatusCode) -> &'static str {
 
 /// Turns every error response into the JSON error shape, with the request's id.
 pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    // A header value clones by reference count; the text is read only for an error.
+    let request_id_header = request.headers().get(REQUEST_ID_HEADER).cloned();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let request_id = request_id_header
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let error = match response.extensions().get::<ApiError>() {
         Some(error) => error.clone(),
         None => {
@@ -140,10 +141,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     let body = ErrorBody {
         code: error.code.to_string(),
         message: error.message,
-        request_id: request_id.clone(),
+        request_id,
     };
     let mut response = (error.status, axum::Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Some(value) = request_id_header {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     if error.status == StatusCode::UNAUTHORIZED {

@@ -1,12 +1,14 @@
 //! Prometheus metrics: HTTP requests and latency by route, and the engine's counters
 //! and per-queue backlog read at scrape time.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,17 +19,20 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
 
+/// A label value: most are known when the program is built.
+type Label = Cow<'static, str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: Label,
+    route: Label,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: Label,
+    route: Label,
 }
 
 fn latency_histogram() -> Histogram {
@@ -138,21 +143,21 @@ impl Metrics {
 }
 
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
+    // One allocation per request at most (the route); the labels move from one family's
+    // key to the other's.
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => Cow::Owned(path.as_str().to_string()),
+        None => Cow::Borrowed("unmatched"),
+    };
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
+    let labels = RouteLabels { method, route };
     metrics
         .latency
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
+        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    let RouteLabels { method, route } = labels;
     metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -162,4 +167,18 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         })
         .inc();
     response
+}
+
+/// The method as a label, borrowed for the methods HTTP defines.
+fn method_label(method: &Method) -> Label {
+    match *method {
+        Method::GET => Cow::Borrowed("GET"),
+        Method::POST => Cow::Borrowed("POST"),
+        Method::PUT => Cow::Borrowed("PUT"),
+        Method::DELETE => Cow::Borrowed("DELETE"),
+        Method::HEAD => Cow::Borrowed("HEAD"),
+        Method::PATCH => Cow::Borrowed("PATCH"),
+        Method::OPTIONS => Cow::Borrowed("OPTIONS"),
+        _ => Cow::Owned(method.as_str().to_string()),
+    }
 }

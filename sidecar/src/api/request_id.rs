@@ -25,8 +25,20 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}-{n:012x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // `{prefix:016x}-{n:012x}`, written without the formatting machinery: this runs
+        // on every request.
+        let mut id = [b'-'; 29];
+        hex(self.prefix, &mut id[..16]);
+        hex(n, &mut id[17..]);
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+    }
+}
+
+/// The low `out.len()` hex digits of `value`, most significant first.
+fn hex(mut value: u64, out: &mut [u8]) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
     }
 }
 
@@ -50,5 +62,6 @@ mod tests {
         assert_eq!(a.len(), 29, "{a}");
         assert_eq!(a[..16], b[..16]);
         assert!(b.ends_with("-000000000002"), "{b}");
+        assert_eq!(a[..16], format!("{:016x}", ids.prefix));
     }
 }
