@@ -1,11 +1,6 @@
 //! Bearer-token authentication for the API routes.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -42,39 +37,33 @@ impl Tokens {
             found | (diff == 0)
         })
     }
-}
 
-/// Refuses requests without a valid `Authorization: Bearer …` when tokens are configured.
-pub async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if tokens.is_empty() {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            // The scheme name is case-insensitive (RFC 9110 §11.1).
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
-        });
-    match presented {
-        Some(token) if tokens.accepts(token.trim()) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid bearer token",
-        )
-        .into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing Authorization: Bearer <token> header",
-        )
-        .into_response(),
+    /// Refuses a request without a valid `Authorization: Bearer …` when tokens are
+    /// configured.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                // The scheme name is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+        match presented {
+            Some(token) if self.accepts(token.trim()) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid bearer token",
+            )),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <token> header",
+            )),
+        }
     }
 }

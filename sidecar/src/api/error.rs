@@ -113,10 +113,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let error = match response.extensions().get::<ApiError>() {
+    let (mut parts, body) = response.into_parts();
+    let error = match parts.extensions.get::<ApiError>() {
         Some(error) => error.clone(),
         None => {
-            let (parts, body) = response.into_parts();
             let text = axum::body::to_bytes(body, 4_096).await.unwrap_or_default();
             let text = String::from_utf8_lossy(&text).trim().to_string();
             let message = if text.is_empty() {
@@ -144,6 +144,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         request_id,
     };
     let mut response = (error.status, axum::Json(body)).into_response();
+    // What else the refusal said in its headers stays (`Allow` on a 405, say).
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    response.headers_mut().extend(parts.headers);
     if let Some(value) = request_id_header {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

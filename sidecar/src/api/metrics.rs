@@ -3,14 +3,11 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -142,31 +139,46 @@ impl Metrics {
     }
 }
 
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    // One allocation per request at most (the route); the labels move from one family's
-    // key to the other's.
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => Cow::Owned(path.as_str().to_string()),
-        None => Cow::Borrowed("unmatched"),
-    };
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let labels = RouteLabels { method, route };
-    metrics
-        .latency
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    let RouteLabels { method, route } = labels;
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+/// One request being measured: its labels, taken before the request moves on, and when
+/// it started.
+pub struct Timing {
+    labels: RouteLabels,
+    started: Instant,
+}
+
+impl Timing {
+    /// At most one allocation (the route); the labels move from one family's key to the
+    /// other's when the request is recorded.
+    pub fn start(request: &Request) -> Self {
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(path) => Cow::Owned(path.as_str().to_string()),
+            None => Cow::Borrowed("unmatched"),
+        };
+        Self {
+            labels: RouteLabels {
+                method: method_label(request.method()),
+                route,
+            },
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a request that `timing` started measuring and that answered `status`.
+    pub fn record(&self, timing: Timing, status: StatusCode) {
+        self.latency
+            .get_or_create(&timing.labels)
+            .observe(timing.started.elapsed().as_secs_f64());
+        let RouteLabels { method, route } = timing.labels;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
 }
 
 /// The method as a label, borrowed for the methods HTTP defines.

@@ -21,6 +21,7 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
+use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -32,7 +33,7 @@ use utoipa_axum::routes;
 use crate::engine::Engine;
 use auth::Tokens;
 use error::{ApiError, REQUEST_ID_HEADER};
-use metrics::Metrics;
+use metrics::{Metrics, Timing};
 use request_id::RequestIds;
 
 #[derive(Clone)]
@@ -130,29 +131,30 @@ fn created_status(created: crate::engine::Created) -> StatusCode {
     }
 }
 
+/// The whole HTTP surface. Routing comes first, then one gate per route (metrics, and
+/// for the native API the bearer token, then readiness); the request id, trace, error
+/// rendering, timeout and body limit wrap the router once, as a service, instead of
+/// every route: a layer added with `Router::layer` wraps each route and is cloned with
+/// it on every request.
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
-    let api = api
-        .route_layer(middleware::from_fn_with_state(
-            state.ready.clone(),
-            until_ready,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(tokens),
-            auth::require_token,
-        ));
+    let gate = |tokens: Option<Arc<Tokens>>, ready: Option<Arc<AtomicBool>>| {
+        middleware::from_fn_with_state(
+            Arc::new(Gate {
+                metrics: state.metrics.clone(),
+                tokens,
+                ready,
+            }),
+            gate,
+        )
+    };
+    let api = api.route_layer(gate(Some(Arc::new(tokens)), Some(state.ready.clone())));
     // CMQ clients sign their requests instead of carrying a bearer token.
     let cmq = Router::new()
         .route(cmq::PATH, axum::routing::get(cmq::index).post(cmq::index))
-        .route_layer(middleware::from_fn_with_state(
-            state.ready.clone(),
-            until_ready,
-        ));
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
-        .merge(api)
-        .merge(cmq)
+        .route_layer(gate(None, Some(state.ready.clone())));
+    let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -163,21 +165,64 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
                 async move { Json(openapi.as_ref().clone()) }
             }),
         )
-        .route_layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track,
-        ))
+        .route_layer(gate(None, None));
+    let routes = Router::new()
+        .merge(api)
+        .merge(cmq)
+        .merge(open)
         .fallback(not_found)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .with_state(state);
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let service = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            RequestIds::new(),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(error::render_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(middleware::from_fn(error::render_errors))
-        .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .service(routes);
+    Router::new().fallback_service(service)
+}
+
+/// What a routed request passes before its handler: it is measured; `tokens`, when set,
+/// must admit it; `ready`, when set, must be true.
+struct Gate {
+    metrics: Arc<Metrics>,
+    tokens: Option<Arc<Tokens>>,
+    ready: Option<Arc<AtomicBool>>,
+}
+
+impl Gate {
+    fn admit(&self, request: &axum::extract::Request) -> Result<(), ApiError> {
+        if let Some(tokens) = &self.tokens {
+            tokens.check(request.headers())?;
+        }
+        // The API answers 503 until the queues are loaded.
+        match &self.ready {
+            Some(ready) if !ready.load(Ordering::Acquire) => Err(not_ready()),
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn gate(
+    State(gate): State<Arc<Gate>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let timing = Timing::start(&request);
+    let response = match gate.admit(&request) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    };
+    gate.metrics.record(timing, response.status());
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -186,19 +231,6 @@ async fn not_found() -> ApiError {
         "not_found",
         "no such route; see /openapi.json",
     )
-}
-
-/// The API answers 503 until the queues are loaded.
-async fn until_ready(
-    State(ready): State<Arc<AtomicBool>>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    if ready.load(Ordering::Acquire) {
-        next.run(request).await
-    } else {
-        not_ready().into_response()
-    }
 }
 
 fn not_ready() -> ApiError {
