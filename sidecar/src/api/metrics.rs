@@ -67,6 +67,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a request that `timing` started measuring and that answered `status`.
+    pub fn record(&self, timing: Timing, status: StatusCode) {
+        self.latency
+            .get_or_create(&timing.labels)
+            .observe(timing.started.elapsed().as_secs_f64());
+        let RouteLabels { method, route } = timing.labels;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text of everything, with the engine's figures read now.
     pub fn render(&self, engine: &Engine) -> String {
         let mut out = String::new();
@@ -161,23 +176,6 @@ impl Timing {
             },
             started: Instant::now(),
         }
-    }
-}
-
-impl Metrics {
-    /// Counts a request that `timing` started measuring and that answered `status`.
-    pub fn record(&self, timing: Timing, status: StatusCode) {
-        self.latency
-            .get_or_create(&timing.labels)
-            .observe(timing.started.elapsed().as_secs_f64());
-        let RouteLabels { method, route } = timing.labels;
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status: status.as_u16(),
-            })
-            .inc();
     }
 }
 
