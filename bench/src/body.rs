@@ -11,6 +11,12 @@ pub fn encode(sequence: u64, sent_nanos: u64, size: usize) -> Vec<u8> {
     body
 }
 
+/// A body as text, for the APIs that carry text: the bodies this harness writes are ASCII.
+pub fn text(body: &[u8]) -> anyhow::Result<&str> {
+    use anyhow::Context as _;
+    std::str::from_utf8(body).context("message bodies in this harness are ASCII text")
+}
+
 /// The sequence number and send time, or `None` for a body this harness did not write.
 pub fn decode(body: &[u8]) -> Option<(u64, u64)> {
     let hex = |range: std::ops::Range<usize>| {

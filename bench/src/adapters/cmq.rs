@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::http1::{Address, Connection};
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
+use crate::body::text;
 
 const PATH: &str = "/v2/index.php";
 /// CMQ's "no message": the long poll ended with the queue empty.
@@ -167,10 +168,6 @@ fn numbered<'a>(name: &str, values: impl IntoIterator<Item = &'a str>) -> BTreeM
         .collect()
 }
 
-fn text(body: &[u8]) -> Result<&str> {
-    std::str::from_utf8(body).context("message bodies in this harness are ASCII text")
-}
-
 #[async_trait]
 impl System for Cmq {
     async fn prepare(&self) -> Result<()> {
@@ -237,21 +234,24 @@ impl Consumer for Endpoint {
         if answer.code == NO_MESSAGE {
             return Ok(Vec::new());
         }
-        if let (Some(msg_body), Some(receipt_handle), Some(dequeue_count)) =
-            (answer.msg_body, answer.receipt_handle, answer.dequeue_count)
-        {
-            let message = Message {
-                msg_body,
-                receipt_handle,
-                dequeue_count,
-            };
-            return Ok(vec![message.delivery()]);
+        if self.style == ClientStyle::Best {
+            return Ok(answer
+                .msg_info_list
+                .into_iter()
+                .map(Message::delivery)
+                .collect());
         }
-        Ok(answer
-            .msg_info_list
-            .into_iter()
-            .map(Message::delivery)
-            .collect())
+        let (Some(msg_body), Some(receipt_handle), Some(dequeue_count)) =
+            (answer.msg_body, answer.receipt_handle, answer.dequeue_count)
+        else {
+            bail!("CMQ ReceiveMessage answered code 0 without a message");
+        };
+        let message = Message {
+            msg_body,
+            receipt_handle,
+            dequeue_count,
+        };
+        Ok(vec![message.delivery()])
     }
 
     async fn ack(&mut self, deliveries: &[Delivery]) -> Result<()> {

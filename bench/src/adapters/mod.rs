@@ -2,8 +2,9 @@
 //! system has accepted them at its configured durability; a consumer receives, then
 //! acknowledges (deletes) what it received.
 //!
-//! Adding a system means one more module here implementing [`System`], one more [`SystemKind`] variant and one
-//! arm in [`connect`]; the workload, the accounting and the report need no change.
+//! Adding a system means one more module here implementing [`System`], one more
+//! [`SystemKind`] variant and one arm in [`connect`]; the workload, the accounting and
+//! the report need no change.
 
 pub mod beanstalkd;
 pub mod cmq;

@@ -15,6 +15,7 @@ use queuelet::engine::QueueAttributes;
 
 use super::http1::{Address, Connection};
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
+use crate::body::text;
 
 pub struct Queuelet {
     client: Client,
@@ -56,10 +57,6 @@ struct Endpoint {
     style: ClientStyle,
 }
 
-fn text(body: &[u8]) -> Result<String> {
-    String::from_utf8(body.to_vec()).context("queuelet bodies in this harness are ASCII text")
-}
-
 #[async_trait]
 impl System for Queuelet {
     async fn prepare(&self) -> Result<()> {
@@ -95,7 +92,7 @@ impl Producer for Endpoint {
             (ClientStyle::Single, [body]) => {
                 let _: SentMessage = self
                     .connection
-                    .post_json(&self.base, &SendMessage::text(text(body)?))
+                    .post_json(&self.base, &SendMessage::text(text(body)?.to_string()))
                     .await
                     .context("queuelet send")?;
                 1
@@ -104,7 +101,7 @@ impl Producer for Endpoint {
             (ClientStyle::Best, _) => {
                 let messages = bodies
                     .iter()
-                    .map(|b| text(b).map(SendMessage::text))
+                    .map(|b| text(b).map(|t| SendMessage::text(t.to_string())))
                     .collect::<Result<Vec<_>>>()?;
                 let sent: SentBatch = self
                     .connection

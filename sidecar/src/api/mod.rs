@@ -139,7 +139,7 @@ fn created_status(created: crate::engine::Created) -> StatusCode {
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
-    let gate = |tokens: Option<Arc<Tokens>>, ready: Option<Arc<AtomicBool>>| {
+    let gated = |tokens: Option<Arc<Tokens>>, ready: Option<Arc<AtomicBool>>| {
         middleware::from_fn_with_state(
             Arc::new(Gate {
                 metrics: state.metrics.clone(),
@@ -149,11 +149,11 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
             gate,
         )
     };
-    let api = api.route_layer(gate(Some(Arc::new(tokens)), Some(state.ready.clone())));
+    let api = api.route_layer(gated(Some(Arc::new(tokens)), Some(state.ready.clone())));
     // CMQ clients sign their requests instead of carrying a bearer token.
     let cmq = Router::new()
         .route(cmq::PATH, axum::routing::get(cmq::index).post(cmq::index))
-        .route_layer(gate(None, Some(state.ready.clone())));
+        .route_layer(gated(None, Some(state.ready.clone())));
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -165,7 +165,7 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
                 async move { Json(openapi.as_ref().clone()) }
             }),
         )
-        .route_layer(gate(None, None));
+        .route_layer(gated(None, None));
     let routes = Router::new()
         .merge(api)
         .merge(cmq)
