@@ -17,6 +17,7 @@ use queuelet::api::model::{ReceiveRequest, SendMessage};
 use queuelet::api::{AppState, HttpLimits, auth::Tokens, router};
 use queuelet::client::Client;
 use queuelet::engine::{Engine, EngineConfig, MemoryJournal, Origin, QueueAttributes, SystemClock};
+use queuelet::store::log_stats::LogStats;
 
 const BATCH: usize = 16;
 const BODY_BYTES: usize = 256;
@@ -148,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let state = AppState {
         engine,
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new(&LogStats::default())),
         ready: Arc::new(AtomicBool::new(true)),
         cmq_keys: Arc::default(),
     };

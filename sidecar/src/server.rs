@@ -19,6 +19,7 @@ use crate::config::{self, Args, Command, DurabilityMode};
 use crate::engine::{Engine, EngineConfig, LateJournal, SystemClock};
 use crate::store::file::RealFs;
 use crate::store::log::LogOptions;
+use crate::store::log_stats::LogStats;
 use crate::store::{self, Durability, Store, identity_key};
 
 /// Refuses to expose an unauthenticated server beyond loopback.
@@ -59,12 +60,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(SystemClock::default()),
         journal.clone(),
     ));
+    let log_stats = LogStats::default();
     let ready = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     let app = router(
         AppState {
             engine: engine.clone(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(&log_stats)),
             ready: ready.clone(),
             cmq_keys: Arc::new(crate::api::cmq::Keys::new(args.load_cmq_keys()?)),
         },
@@ -84,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let store = open(&args, &engine, &journal).await?;
+    let store = open(&args, &engine, &journal, log_stats).await?;
     tokio::spawn(compaction::run(
         engine.clone(),
         store.clone(),
@@ -133,6 +135,7 @@ async fn open(
     args: &Args,
     engine: &Arc<Engine>,
     journal: &Arc<LateJournal>,
+    stats: LogStats,
 ) -> anyhow::Result<Arc<Store>> {
     let data_dir = args.data_dir.clone();
     let options = LogOptions {
@@ -143,6 +146,7 @@ async fn open(
             }
         },
         segment_bytes: args.segment_bytes,
+        stats,
         ..LogOptions::default()
     };
     let started = Instant::now();

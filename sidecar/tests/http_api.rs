@@ -1891,6 +1891,19 @@ async fn health_readiness_and_metrics() {
         );
     }
     assert!(text.contains(r#"queuelet_queue_messages{queue="metered""#));
+    // The queue's creation and the send were synced (fsync mode): the log reports it.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value("queuelet_log_sync_duration_seconds_count") >= 2.0);
+    assert!(value("queuelet_log_sync_duration_seconds_sum") > 0.0);
+    // The create, the send (one commit of three records) and the receive's counts.
+    assert!(value("queuelet_log_commit_records_count") >= 2.0);
+    assert!(value("queuelet_log_commit_records_sum") >= 4.0);
+    // Three 1-byte bodies and their frames.
+    assert!(value("queuelet_log_written_bytes_total") > 3.0);
     assert!(
         text.lines()
             .any(|l| l.starts_with("queuelet_http_requests_total{")

@@ -1,5 +1,5 @@
-//! Prometheus metrics: HTTP requests and latency by route, and the engine's counters
-//! and per-queue backlog read at scrape time.
+//! Prometheus metrics: HTTP requests and latency by route, the log's syncs and commits,
+//! and the engine's counters and per-queue backlog read at scrape time.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
+use crate::store::log_stats::LogStats;
 
 /// A label value: most are known when the program is built.
 type Label = Cow<'static, str>;
@@ -42,8 +43,9 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Metrics that include what the log's writer reports to `log`.
+    pub fn new(log: &LogStats) -> Self {
         let mut registry = Registry::with_prefix("queuelet");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
@@ -58,15 +60,14 @@ impl Default for Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        log.register(&mut registry);
         Self {
             registry,
             requests,
             latency,
         }
     }
-}
 
-impl Metrics {
     /// Counts a request that `timing` started measuring and that answered `status`.
     pub fn record(&self, timing: Timing, status: StatusCode) {
         self.latency

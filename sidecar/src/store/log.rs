@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::file::{LogFile, LogFs};
 use super::frame;
+use super::log_stats::LogStats;
 use crate::engine::record::{BodyLoc, Durable, JournalError, LogPosition, Mark, Record};
 
 /// When an append is acknowledged.
@@ -40,6 +41,8 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Most bytes one group commit writes.
     pub max_batch_bytes: usize,
+    /// Where the writer reports its syncs and commits.
+    pub stats: LogStats,
 }
 
 impl Default for LogOptions {
@@ -48,6 +51,7 @@ impl Default for LogOptions {
             durability: Durability::Fsync,
             segment_bytes: 64 << 20,
             max_batch_bytes: 8 << 20,
+            stats: LogStats::default(),
         }
     }
 }
@@ -375,7 +379,10 @@ impl Writer {
     }
 
     fn sync(&mut self) -> bool {
-        match self.file.sync() {
+        let started = Instant::now();
+        let result = self.file.sync();
+        self.options.stats.synced(started.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
                 self.unsynced = false;
                 self.last_sync = Instant::now();
@@ -437,6 +444,9 @@ impl Writer {
         }
         let base = self.len;
         self.len += self.buf.len() as u64;
+        self.options
+            .stats
+            .committed((self.next_lsn - first_lsn) as usize, self.buf.len());
         self.unsynced = true;
         // A receive hands its delivery counts over and does not wait for them: when no
         // one waits on this batch, its sync is left to the next batch that needs one.

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod file;
 pub mod frame;
 pub mod log;
+pub mod log_stats;
 pub mod recovery;
 pub mod repair;
 
