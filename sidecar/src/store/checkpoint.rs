@@ -5,14 +5,17 @@
 //! "QLCKPT01" | crc32c u32 of the rest | body length u64 | body
 //! ```
 //! It is written beside the log as `checkpoint.tmp`, synced, then renamed over
-//! `checkpoint`: a crash leaves the old checkpoint or the new one, never a torn one.
+//! `checkpoint`: a crash leaves the old checkpoint or the new one, never a torn one (and
+//! perhaps a `checkpoint.tmp` or `checkpoint.prev`, removed by the next write).
 
 use std::fs::File;
-use std::io::Write;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::StoreError;
 use super::frame::{Reader, Writer};
+use super::stepwise;
 use crate::engine::record::{
     BodyLoc, BodyRef, LogPosition, MessageSnapshot, QueueSnapshot, Snapshot,
 };
@@ -165,19 +168,53 @@ pub fn decode(bytes: &[u8]) -> Option<(Snapshot, LogPosition)> {
     r.done().then_some((Snapshot { queues, topics }, position))
 }
 
-/// Replaces the checkpoint in `dir` atomically.
+/// Replaces the checkpoint in `dir` atomically. The checkpoint of a large backlog is tens
+/// of MiB: it is written, and the one it replaces removed, in steps (see `stepwise`).
 pub fn write(dir: &Path, snapshot: &Snapshot, position: LogPosition) -> Result<(), StoreError> {
     let bytes = encode(snapshot, position);
     let temp = dir.join("checkpoint.tmp");
+    let previous = dir.join("checkpoint.prev");
     let path = dir.join(FILE);
-    let write = || -> std::io::Result<()> {
+    let write = || -> io::Result<()> {
+        remove_leftover(&temp, &path)?;
+        remove_leftover(&previous, &path)?;
         let mut file = File::create(&temp)?;
-        file.write_all(&bytes)?;
+        stepwise::write_all(&mut file, &bytes)?;
         file.sync_all()?;
+        // The old checkpoint keeps a second name while the new one takes its place, so
+        // the rename frees none of its blocks; they are freed in steps after.
+        let kept = match std::fs::hard_link(&path, &previous) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
         std::fs::rename(&temp, &path)?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        // The new checkpoint stands: a failure here only leaves the old one for the
+        // next write to remove.
+        if kept && let Err(error) = stepwise::remove(&previous) {
+            tracing::warn!(file = %previous.display(), %error, "cannot remove the previous checkpoint");
+        }
+        Ok(())
     };
     write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))
+}
+
+/// Removes what a crash left: a `checkpoint.tmp`, or a `checkpoint.prev` — which may
+/// still be the current checkpoint's second name, and must then only be unlinked.
+fn remove_leftover(leftover: &Path, current: &Path) -> io::Result<()> {
+    let found = match std::fs::metadata(leftover) {
+        Ok(found) => found,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let same_file = std::fs::metadata(current)
+        .is_ok_and(|current| (current.dev(), current.ino()) == (found.dev(), found.ino()));
+    if same_file {
+        std::fs::remove_file(leftover)
+    } else {
+        stepwise::remove(leftover)
+    }
 }
 
 /// The checkpoint in `dir`, if there is one. A damaged one stops the start.
@@ -193,4 +230,75 @@ pub fn read(dir: &Path) -> Result<Option<(Snapshot, LogPosition)>, StoreError> {
         offset: 0,
         reason: "the checkpoint fails its checksum or does not decode".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(lsn: u64) -> LogPosition {
+        LogPosition {
+            lsn,
+            segment: 1,
+            offset: 0,
+        }
+    }
+
+    fn snapshot(topics: usize) -> Snapshot {
+        Snapshot {
+            queues: Vec::new(),
+            topics: (0..topics)
+                .map(|i| crate::engine::topic::Topic {
+                    name: format!("t{i}"),
+                    attrs: Default::default(),
+                    managed: false,
+                    created_ms: 0,
+                    modified_ms: 0,
+                    subscriptions: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn read_lsn(dir: &Path) -> u64 {
+        read(dir).unwrap().expect("a checkpoint").1.lsn
+    }
+
+    #[test]
+    fn each_write_replaces_the_previous_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        for lsn in 1..=3 {
+            write(dir.path(), &snapshot(lsn as usize), position(lsn)).unwrap();
+            assert_eq!(read_lsn(dir.path()), lsn);
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [FILE]);
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_never_damage_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = dir.path().join(FILE);
+        write(dir.path(), &snapshot(2), position(7)).unwrap();
+        // A crash between linking the old checkpoint aside and renaming the new one over
+        // it: `checkpoint.prev` is the current checkpoint under a second name.
+        let previous = dir.path().join("checkpoint.prev");
+        std::fs::hard_link(&current, &previous).unwrap();
+        std::fs::write(dir.path().join("checkpoint.tmp"), b"half a checkpoint").unwrap();
+        // Clearing them away must not shrink the current checkpoint through its second name.
+        remove_leftover(&previous, &current).unwrap();
+        remove_leftover(&dir.path().join("checkpoint.tmp"), &current).unwrap();
+        assert_eq!(read_lsn(dir.path()), 7);
+        assert!(!previous.exists());
+
+        // And a write over such leftovers succeeds.
+        std::fs::hard_link(&current, &previous).unwrap();
+        write(dir.path(), &snapshot(1), position(8)).unwrap();
+        assert_eq!(read_lsn(dir.path()), 8);
+        assert!(!previous.exists());
+    }
 }

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use super::file::{LogFile, LogFs};
 use super::frame;
 use super::log_stats::LogStats;
+use super::stepwise;
 use crate::engine::record::{BodyLoc, Durable, JournalError, LogPosition, Mark, Record};
 
 /// When an append is acknowledged.
@@ -213,11 +214,11 @@ impl Log {
         list_segments(&self.shared.dir).unwrap_or_default()
     }
 
-    /// Deletes a segment that no record still needed lies in.
+    /// Deletes a segment that no record still needed lies in, in steps that never make a
+    /// sync of the active segment wait long (see `stepwise`).
     pub fn remove_segment(&self, id: u32) -> io::Result<()> {
         self.shared.readers.write().remove(&id);
-        std::fs::remove_file(segment_path(&self.shared.dir, id))?;
-        File::open(&self.shared.dir)?.sync_all()
+        stepwise::remove(&segment_path(&self.shared.dir, id))
     }
 
     /// Why the log refuses writes, if it does.

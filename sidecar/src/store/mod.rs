@@ -14,6 +14,7 @@ pub mod log;
 pub mod log_stats;
 pub mod recovery;
 pub mod repair;
+pub mod stepwise;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
