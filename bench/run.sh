@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: queuelet (native JSON API and CMQ API 2.0) against beanstalkd,
-# Redis and RabbitMQ on this machine, same workload, matched durability. Installs the
-# peers from Debian packages (as root), starts each on 127.0.0.1 in a temporary
-# directory, runs the matrix, stops what it started, and writes results.md (table) and
-# results.png (chart) into the output folder.
+# Redis and RabbitMQ on this machine, same workload, matched durability, and bare HTTP
+# (the same exchanges answered from memory). Installs the peers from Debian packages
+# (as root), starts each on 127.0.0.1 in a temporary directory, runs the matrix, stops
+# what it started, and writes results.md (table) and results.png (chart) into the
+# output folder.
 #
 #   bench/run.sh                 # the full matrix (8 producers + 8 consumers, 256 B)
 #   bench/run.sh --smoke         # a tiny run of every system; fails on lost or duplicate
@@ -188,6 +189,14 @@ stop_server
 
 start_redis everysec
 both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync everysec"
+stop_server
+
+# Bare HTTP: queuelet's message exchanges answered from memory by a bare axum server, no
+# storage at all: the most a queue on the same HTTP stack can reach here.
+"$bench" bare-http --listen 127.0.0.1:18081 >"$work/bare-http.log" 2>&1 &
+server_pid=$!
+wait_port 18081 30
+both_styles bare-http http://127.0.0.1:18081 "none (memory only)"
 stop_server
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

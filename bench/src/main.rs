@@ -4,6 +4,7 @@
 //! the servers and drives the whole matrix.
 
 mod adapters;
+mod bare_http;
 mod body;
 mod cpu;
 mod ledger;
@@ -54,6 +55,12 @@ enum Command {
         /// A line printed above the table (the machine, its load, the disk's sync rate).
         #[arg(long)]
         note: Vec<String>,
+    },
+    /// Serve bare HTTP: queuelet's message routes answered from memory by a bare
+    /// axum server, to measure as system `bare-http` (the most HTTP/1.1 and JSON allow).
+    BareHttp {
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: String,
     },
     /// Print the disk's raw rate of 4 KiB appends + fdatasync in DIR.
     FsyncProbe {
@@ -193,6 +200,7 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::BareHttp { listen } => bare_http::serve(&listen).await,
         Command::FsyncProbe { dir, seconds } => {
             let rate = probe::fdatasync_rate(&dir, Duration::from_secs_f64(seconds))?;
             println!("{rate:.0}");

@@ -32,6 +32,9 @@ pub enum SystemKind {
     Redis,
     /// RabbitMQ over AMQP 0-9-1: durable queue, persistent messages, confirms, manual acks.
     Rabbitmq,
+    /// `queuelet-bench bare-http`: queuelet's native message routes answered from memory
+    /// by a bare HTTP server, through the same client as `queuelet`.
+    BareHttp,
 }
 
 /// How a client talks to the system.
@@ -115,6 +118,7 @@ pub trait System: Send + Sync {
 pub fn connect(kind: SystemKind, address: &str, queue: &str) -> Result<Box<dyn System>> {
     Ok(match kind {
         SystemKind::Queuelet => Box::new(queuelet::Queuelet::new(address, queue)?),
+        SystemKind::BareHttp => Box::new(queuelet::Queuelet::new(address, queue)?),
         SystemKind::QueueletCmq => Box::new(cmq::Cmq::new(address, queue)?),
         SystemKind::Beanstalkd => Box::new(beanstalkd::Beanstalkd::new(address, queue)),
         SystemKind::Redis => Box::new(redis::Redis::new(address, queue)?),
