@@ -56,8 +56,8 @@ enum Command {
         #[arg(long)]
         note: Vec<String>,
     },
-    /// Serve bare HTTP: queuelet's message routes answered from memory by a bare
-    /// axum server, to measure as system `bare-http` (the most HTTP/1.1 and JSON allow).
+    /// Serve bare HTTP: queuelet's message routes answered from memory by a bare axum
+    /// server, to measure as system `bare-http` (the ceiling of the HTTP rows).
     BareHttp {
         #[arg(long, default_value = "127.0.0.1:18081")]
         listen: String,

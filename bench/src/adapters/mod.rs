@@ -117,8 +117,9 @@ pub trait System: Send + Sync {
 /// beanstalkd), using queue `queue`.
 pub fn connect(kind: SystemKind, address: &str, queue: &str) -> Result<Box<dyn System>> {
     Ok(match kind {
-        SystemKind::Queuelet => Box::new(queuelet::Queuelet::new(address, queue)?),
-        SystemKind::BareHttp => Box::new(queuelet::Queuelet::new(address, queue)?),
+        SystemKind::Queuelet | SystemKind::BareHttp => {
+            Box::new(queuelet::Queuelet::new(address, queue)?)
+        }
         SystemKind::QueueletCmq => Box::new(cmq::Cmq::new(address, queue)?),
         SystemKind::Beanstalkd => Box::new(beanstalkd::Beanstalkd::new(address, queue)),
         SystemKind::Redis => Box::new(redis::Redis::new(address, queue)?),
