@@ -86,6 +86,15 @@ impl Server {
         queuelet::client::Client::new(&self.url).expect("client")
     }
 
+    /// A client whose every request gives up after `timeout`.
+    pub fn client_with_timeout(&self, timeout: Duration) -> queuelet::client::Client {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("HTTP client");
+        queuelet::client::Client::with_http(&self.url, http).expect("client")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or_default()
     }
