@@ -1,37 +1,36 @@
 //! Bare HTTP (`queuelet-bench bare-http`): the routes of queuelet's native message API
 //! that the load generator calls, answered from memory by a bare axum server — no log,
 //! no sync, no auth, metrics, request ids, tracing or timeouts. What the load generator
-//! gets through it (system `bare-http`) is the most that a queue on the same HTTP stack
-//! (hyper, axum, serde_json) can reach on this machine with this load generator, so
-//! queuelet's own rows can be read as a share of it.
+//! gets through it (system `bare-http`) is what the HTTP/1.1 and JSON exchanges alone
+//! cost on this machine with this load generator, so queuelet's own rows can be read as
+//! a share of it.
 //!
 //! One queue, whatever its name; messages live in memory until deleted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use parking_lot::Mutex;
 use queuelet::api::model::{
-    BodyEncoding, DeleteBatch, DeleteResult, DeleteResults, ReceiveRequest, ReceivedMessage,
-    ReceivedMessages, SendBatch, SendMessage, SentBatch, SentMessage,
+    BodyEncoding, DeleteBatch, DeleteResult, DeleteResults, QueueStatsView, QueueView,
+    ReceiveRequest, ReceivedMessage, ReceivedMessages, SendBatch, SendMessage, SentBatch,
+    SentMessage,
 };
+use queuelet::engine::QueueAttributes;
 use tokio::sync::Notify;
-
-/// What `PUT /v1/queues/{name}` answers, in the shape queuelet's client decodes.
-const QUEUE_VIEW: &str = r#"{"name":"bare","attributes":{"visibilityTimeoutSeconds":120,"pollingWaitSeconds":0,"maxMessageBytes":65536,"retentionSeconds":345600,"delaySeconds":0,"maxBacklog":10000000,"rewindSeconds":0,"deadLetter":null},"managed":false,"createdTimeMs":0,"modifiedTimeMs":0,"stats":{"active":0,"inactive":0,"delayed":0,"rewindable":0,"oldestMessageTimeMs":null}}"#;
 
 #[derive(Default)]
 struct Queue {
     next_id: u64,
     ready: VecDeque<(u64, String)>,
-    in_flight: HashMap<String, (u64, String)>,
+    /// Receipt handles of received, not yet deleted messages.
+    in_flight: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -63,12 +62,26 @@ pub async fn serve(listen: &str) -> Result<()> {
     axum::serve(listener, routes).await.context("serve")
 }
 
-async fn create() -> impl IntoResponse {
-    (
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        QUEUE_VIEW,
-    )
+/// Keeps nothing of the attributes; answers them back the way queuelet does.
+async fn create(
+    Path(name): Path<String>,
+    Json(attributes): Json<QueueAttributes>,
+) -> (StatusCode, Json<QueueView>) {
+    let view = QueueView {
+        name,
+        attributes,
+        managed: false,
+        created_time_ms: 0,
+        modified_time_ms: 0,
+        stats: QueueStatsView {
+            active: 0,
+            inactive: 0,
+            delayed: 0,
+            rewindable: 0,
+            oldest_message_time_ms: None,
+        },
+    };
+    (StatusCode::CREATED, Json(view))
 }
 
 async fn drop_queue(State(memory): State<Shared>) -> StatusCode {
@@ -118,7 +131,7 @@ fn take(memory: &Memory, max: usize) -> Vec<ReceivedMessage> {
             break;
         };
         let handle = format!("h{id}");
-        queue.in_flight.insert(handle.clone(), (id, body.clone()));
+        queue.in_flight.insert(handle.clone());
         taken.push(ReceivedMessage {
             id: id.to_string(),
             receipt_handle: handle,
@@ -153,7 +166,7 @@ async fn receive(
 }
 
 fn settle(memory: &Memory, handle: &str) -> bool {
-    memory.queue.lock().in_flight.remove(handle).is_some()
+    memory.queue.lock().in_flight.remove(handle)
 }
 
 async fn delete_message(
