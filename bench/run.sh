@@ -192,7 +192,7 @@ both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync everysec"
 stop_server
 
 # Bare HTTP: queuelet's message exchanges answered from memory by a bare axum server, no
-# storage at all: the most a queue on the same HTTP stack can reach here.
+# storage at all: what the exchanges alone cost here.
 "$bench" bare-http --listen 127.0.0.1:18081 >"$work/bare-http.log" 2>&1 &
 server_pid=$!
 wait_port 18081 30

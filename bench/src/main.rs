@@ -57,7 +57,7 @@ enum Command {
         note: Vec<String>,
     },
     /// Serve bare HTTP: queuelet's message routes answered from memory by a bare axum
-    /// server, to measure as system `bare-http` (the ceiling of the HTTP rows).
+    /// server, to measure as system `bare-http` (the reference for the HTTP rows).
     BareHttp {
         #[arg(long, default_value = "127.0.0.1:18081")]
         listen: String,
