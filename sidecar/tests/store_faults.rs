@@ -18,7 +18,7 @@ use queuelet::engine::{
     Engine, EngineConfig, EngineError, LateJournal, NewMessage, Origin, QueueAttributes,
     SystemClock,
 };
-use queuelet::store::file::{LogFile, LogFs, RealFs, ZERO_AHEAD};
+use queuelet::store::file::{LogFile, LogFs, RealFs, Syncer, ZERO_AHEAD};
 use queuelet::store::log::{LogOptions, segment_path};
 use queuelet::store::repair::repair;
 use queuelet::store::{Durability, Recovered, Store, StoreError};
@@ -171,25 +171,14 @@ impl LogFile for FaultFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let delay = {
-            let mut disk = self.disk.lock();
-            if disk.crashed || disk.fail_sync {
-                disk.failed_syncs += 1;
-                return Err(os_error(EIO));
-            }
-            disk.sync_delay
-        };
-        // Only this file's writer appends to it, so nothing is written meanwhile.
-        std::thread::sleep(delay);
-        let mut disk = self.disk.lock();
-        if disk.crashed {
-            disk.failed_syncs += 1;
-            return Err(os_error(EIO));
-        }
-        disk.syncs += 1;
-        let file = disk.files.entry(self.path.clone()).or_default();
-        file.synced = file.len;
-        Ok(())
+        self.syncer()?.sync()
+    }
+
+    fn syncer(&self) -> io::Result<Box<dyn Syncer>> {
+        Ok(Box::new(FaultSyncer {
+            path: self.path.clone(),
+            disk: self.disk.clone(),
+        }))
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
@@ -202,6 +191,37 @@ impl LogFile for FaultFile {
         let file = disk.files.entry(self.path.clone()).or_default();
         file.len = len;
         file.synced = len;
+        Ok(())
+    }
+}
+
+struct FaultSyncer {
+    path: PathBuf,
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl Syncer for FaultSyncer {
+    /// Makes durable what was written when it began; appends may go on meanwhile.
+    fn sync(&self) -> io::Result<()> {
+        let (delay, written) = {
+            let mut disk = self.disk.lock();
+            if disk.crashed || disk.fail_sync {
+                disk.failed_syncs += 1;
+                return Err(os_error(EIO));
+            }
+            let written = disk.files.get(&self.path).map_or(0, |file| file.len);
+            (disk.sync_delay, written)
+        };
+        std::thread::sleep(delay);
+        let mut disk = self.disk.lock();
+        if disk.crashed {
+            disk.failed_syncs += 1;
+            return Err(os_error(EIO));
+        }
+        disk.syncs += 1;
+        let file = disk.files.entry(self.path.clone()).or_default();
+        // A truncate meanwhile (a failed write undone) may have cut the file shorter.
+        file.synced = file.synced.max(written.min(file.len));
         Ok(())
     }
 }
@@ -491,6 +511,9 @@ async fn crash_round(seed: u64, durability: Durability, torn: bool) -> CrashRoun
                     }
                     Err(_) => return,
                 }
+                // An interval-mode append is ready at once: yield as a request handler
+                // does at its I/O, or the appenders keep every worker to themselves.
+                tokio::task::yield_now().await;
             }
         });
     }
@@ -646,6 +669,52 @@ async fn unsynced_writes_are_lost_but_nothing_acknowledged_is() {
             assert_eq!(image.synced, image.written);
         }
     }
+}
+
+/// In the interval mode appends write on the caller's thread and the timer's sync runs
+/// beside them: a slow sync holds no append up, and what was appended meanwhile is left
+/// for the next sync, not counted as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_appends_go_on_while_a_sync_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    fs.disk.lock().sync_delay = Duration::from_secs(3);
+    let options = options(Durability::Interval(Duration::from_millis(5)), 1 << 20);
+    let (store, _, _) = open(dir.path(), options, Arc::new(fs.clone())).unwrap();
+    append_one(&store, 0).await.unwrap();
+    // The timer's sync starts within the interval and then takes 3 s.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before_sync = fs.newest().1;
+    for id in 1..=20 {
+        append_one(&store, id).await.unwrap();
+    }
+    let (segment, written) = fs.newest();
+    assert!(written > before_sync);
+    assert_eq!(
+        fs.disk.lock().syncs,
+        0,
+        "the appends waited for the sync that was running"
+    );
+    let path = segment_path(&dir.path().join("log"), segment);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs.disk.lock().syncs == 0 {
+        assert!(Instant::now() < deadline, "the first sync never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = fs.file(&path).synced;
+    assert!(
+        first >= before_sync && first < written,
+        "the first sync covered {first} bytes: it began at {before_sync}, {written} were written"
+    );
+    // The next sync, one interval later, takes the rest.
+    while fs.file(&path).synced < written {
+        assert!(
+            Instant::now() < deadline,
+            "what was appended meanwhile was never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fs.disk.lock().sync_delay = Duration::ZERO;
 }
 
 // ---------------------------------------------------------------------------------------

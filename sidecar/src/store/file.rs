@@ -5,12 +5,16 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 pub trait LogFile: Send {
     /// Appends all of `buf` after the bytes appended so far.
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes what was appended durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
+    /// A handle that syncs this file while appends go on: what was appended before its
+    /// `sync` begins is durable when it returns.
+    fn syncer(&self) -> io::Result<Box<dyn Syncer>>;
     /// Cuts the file back to `len` bytes (undoing a failed append).
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// The file takes no more appends (the log moved to a new segment): drops whatever
@@ -18,6 +22,17 @@ pub trait LogFile: Send {
     /// zero tail as the clean end of a segment.
     fn seal(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Syncs a file without holding its appender.
+pub trait Syncer: Send {
+    fn sync(&self) -> io::Result<()>;
+}
+
+impl Syncer for Arc<File> {
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
     }
 }
 
@@ -46,7 +61,7 @@ pub const ZERO_AHEAD: u64 = 256 << 10;
 static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
 
 struct RealFile {
-    file: File,
+    file: Arc<File>,
     /// Bytes appended.
     len: u64,
     /// Bytes written, the zeros ahead of the appends included.
@@ -56,7 +71,7 @@ struct RealFile {
 impl RealFile {
     fn new(file: File, len: u64) -> Self {
         Self {
-            file,
+            file: Arc::new(file),
             len,
             written: len,
         }
@@ -79,6 +94,9 @@ impl LogFile for RealFile {
     }
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+    fn syncer(&self) -> io::Result<Box<dyn Syncer>> {
+        Ok(Box::new(self.file.clone()))
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;

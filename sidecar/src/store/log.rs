@@ -1,9 +1,13 @@
-//! The segmented append-only log and its single writer thread (group commit).
+//! The segmented append-only log and its writer thread.
 //!
-//! Request handlers hand records over a channel while holding their queue's lock, so
-//! the log's order is the order the engine applied them. The writer drains everything
-//! queued, encodes it into one buffer, writes it with one call and syncs once, then
-//! completes every waiter of that batch.
+//! Request handlers append while holding their queue's lock, so the log's order is the
+//! order the engine applied them. In the `fsync` mode they hand records over a channel
+//! to the writer thread (group commit): it drains everything queued, encodes it into one
+//! buffer, writes it with one call and syncs once, then completes every waiter of that
+//! batch. In the `interval` mode an append is acknowledged once written, so the caller
+//! writes it itself (a positional write into the page cache, which a process crash
+//! keeps) and no thread hand-over is paid; the writer thread then only syncs, every
+//! interval, without stopping the appends meanwhile.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,8 +34,9 @@ use crate::engine::record::{BodyLoc, Durable, JournalError, LogPosition, Mark, R
 pub enum Durability {
     /// After its batch is written and `fdatasync` returned.
     Fsync,
-    /// After its batch is written; a sync follows within the interval. A machine crash
-    /// (not a process crash) can lose up to one interval of acknowledged records.
+    /// After the caller wrote it; a sync follows within the interval (or once the sync
+    /// running at the time ends). A machine crash (not a process crash) can lose up to
+    /// one interval, plus a sync's duration, of acknowledged records.
     Interval(Duration),
 }
 
@@ -108,7 +113,11 @@ impl Shared {
 pub struct Log {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Written by the writer thread, and in the interval mode by appends too.
+    writer: Arc<Mutex<Writer>>,
+    /// The interval mode: appends write on the caller's thread.
+    direct: bool,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Log {
@@ -135,7 +144,8 @@ impl Log {
             shared.open_reader(id)?;
         }
         let (tx, rx) = mpsc::channel();
-        let mut writer = Writer {
+        let direct = matches!(options.durability, Durability::Interval(_));
+        let writer = Arc::new(Mutex::new(Writer {
             fs,
             options,
             shared: shared.clone(),
@@ -147,22 +157,34 @@ impl Log {
             last_sync: Instant::now(),
             buf: Vec::new(),
             failed_since_mark: false,
-        };
+            closed: false,
+        }));
+        let thread_writer = writer.clone();
         let handle = std::thread::Builder::new()
             .name("queuelet-log".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || run(&thread_writer, &rx))?;
         Ok(Log {
             tx,
             shared,
-            writer: Mutex::new(Some(handle)),
+            writer,
+            direct,
+            thread: Mutex::new(Some(handle)),
         })
     }
 
     pub fn append(&self, records: Vec<Record>) -> Durable {
-        let (done, wait) = oneshot::channel();
         if let Some(reason) = self.shared.failed.lock().clone() {
             return Box::pin(std::future::ready(Err(JournalError::read_only(reason))));
         }
+        if self.direct {
+            let written = self
+                .writer
+                .lock()
+                .commit(std::slice::from_ref(&records), false)
+                .map(|mut locs| locs.pop().unwrap_or_default());
+            return Box::pin(std::future::ready(written));
+        }
+        let (done, wait) = oneshot::channel();
         if self.tx.send(Request::Append(records, done)).is_err() {
             return Box::pin(std::future::ready(Err(JournalError::unavailable(
                 "the log is closed",
@@ -232,7 +254,7 @@ impl Log {
         if self.tx.send(Request::Close(tx)).is_ok() {
             let _ = rx.recv();
         }
-        if let Some(handle) = self.writer.lock().take() {
+        if let Some(handle) = self.thread.lock().take() {
             let _ = handle.join();
         }
     }
@@ -257,6 +279,8 @@ struct Writer {
     buf: Vec<u8>,
     /// A batch failed since the last mark: a checkpoint now could hold its records.
     failed_since_mark: bool,
+    /// Closed: synced and sealed, takes no more appends.
+    closed: bool,
 }
 
 fn approx_size(record: &Record) -> usize {
@@ -279,91 +303,138 @@ fn io_error(context: &str, error: &io::Error) -> JournalError {
     }
 }
 
-impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Request>) {
-        loop {
-            let first = match self.options.durability {
-                // Once a sync failed the log is read-only and retrying proves nothing:
-                // without this guard the elapsed interval makes every wait time out at
-                // once and the writer spins on the failing sync.
-                Durability::Interval(every)
-                    if self.unsynced && self.shared.failed.lock().is_none() =>
-                {
-                    match rx.recv_timeout(every.saturating_sub(self.last_sync.elapsed())) {
-                        Ok(request) => request,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
+/// The writer thread: group commits in the fsync mode; in the interval mode, where
+/// appends write themselves, the timed syncs. Marks and the close come to it in both.
+fn run(writer: &Mutex<Writer>, rx: &mpsc::Receiver<Request>) {
+    let (interval, max_batch_bytes) = {
+        let writer = writer.lock();
+        let interval = match writer.options.durability {
+            Durability::Interval(every) => Some(every),
+            Durability::Fsync => None,
+        };
+        (interval, writer.options.max_batch_bytes)
+    };
+    loop {
+        let first = match interval {
+            Some(every) => {
+                let due = {
+                    let writer = writer.lock();
+                    // With nothing to sync (or a failed sync, which retrying would not
+                    // undo) it looks again one interval later: a deadline already past
+                    // would make it spin.
+                    if writer.unsynced && writer.shared.failed.lock().is_none() {
+                        every.saturating_sub(writer.last_sync.elapsed())
+                    } else {
+                        every
                     }
-                }
-                _ => match rx.recv() {
+                };
+                match rx.recv_timeout(due) {
                     Ok(request) => request,
-                    Err(_) => break,
-                },
-            };
-            let mut batch = Vec::new();
-            let mut close = None;
-            let mut mark = None;
-            let mut queued_bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Append(records, done) => {
-                        queued_bytes += records.iter().map(approx_size).sum::<usize>();
-                        batch.push((records, done));
+                    Err(RecvTimeoutError::Timeout) => {
+                        sync_beside_appends(writer, every);
+                        continue;
                     }
-                    Request::Close(ack) => {
-                        close = Some(ack);
-                        break;
-                    }
-                    Request::Mark(reply) => {
-                        mark = Some(reply);
-                        break;
-                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if queued_bytes >= self.options.max_batch_bytes {
+            }
+            None => match rx.recv() {
+                Ok(request) => request,
+                Err(_) => break,
+            },
+        };
+        let mut batch = Vec::new();
+        let mut close = None;
+        let mut mark = None;
+        let mut queued_bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append(records, done) => {
+                    queued_bytes += records.iter().map(approx_size).sum::<usize>();
+                    batch.push((records, done));
+                }
+                Request::Close(ack) => {
+                    close = Some(ack);
                     break;
                 }
-                next = rx.try_recv().ok();
+                Request::Mark(reply) => {
+                    mark = Some(reply);
+                    break;
+                }
             }
-            if !batch.is_empty() {
-                self.commit(batch);
+            if queued_bytes >= max_batch_bytes {
+                break;
             }
-            if let Some(reply) = mark {
-                // A checkpoint taken at the mark must not point past what a machine crash
-                // keeps: what is written but unsynced (the interval mode's last moments,
-                // delivery counts nobody waited for) is synced first.
-                let answer = if std::mem::take(&mut self.failed_since_mark) {
-                    Err(JournalError::unavailable(
-                        "a write failed since the previous mark",
-                    ))
-                } else if self.unsynced && !self.sync() {
-                    Err(JournalError::read_only(
-                        self.shared.failed.lock().clone().unwrap_or_default(),
-                    ))
-                } else {
-                    Ok(LogPosition {
-                        lsn: self.next_lsn,
-                        segment: self.segment,
-                        offset: self.len,
-                    })
-                };
-                let _ = reply.send(answer);
-            }
-            if let Some(ack) = close {
-                self.finish();
-                let _ = ack.send(());
-                return;
-            }
+            next = rx.try_recv().ok();
         }
-        self.finish();
+        let mut writer = writer.lock();
+        if !batch.is_empty() {
+            writer.commit_batch(batch);
+        }
+        if let Some(reply) = mark {
+            let _ = reply.send(writer.mark());
+        }
+        if let Some(ack) = close {
+            writer.finish();
+            let _ = ack.send(());
+            return;
+        }
+    }
+    writer.lock().finish();
+}
+
+/// The interval mode's timed sync. The `fdatasync` runs outside the writer's lock, so
+/// appends go on meanwhile: they are the next sync's.
+fn sync_beside_appends(writer: &Mutex<Writer>, every: Duration) {
+    let (syncer, synced_to, started) = {
+        let writer = writer.lock();
+        if !writer.unsynced
+            || writer.closed
+            || writer.last_sync.elapsed() < every
+            // Once a sync failed the log is read-only and retrying proves nothing.
+            || writer.shared.failed.lock().is_some()
+        {
+            return;
+        }
+        (
+            writer.file.syncer(),
+            (writer.segment, writer.len),
+            Instant::now(),
+        )
+    };
+    let result = syncer.and_then(|syncer| syncer.sync());
+    writer.lock().synced(result, synced_to, started);
+}
+
+impl Writer {
+    /// A checkpoint taken at the mark must not point past what a machine crash keeps:
+    /// what is written but unsynced (the interval mode's last moments, delivery counts
+    /// nobody waited for) is synced first.
+    fn mark(&mut self) -> Result<LogPosition, JournalError> {
+        if std::mem::take(&mut self.failed_since_mark) {
+            Err(JournalError::unavailable(
+                "a write failed since the previous mark",
+            ))
+        } else if self.unsynced && !self.sync() {
+            Err(JournalError::read_only(
+                self.shared.failed.lock().clone().unwrap_or_default(),
+            ))
+        } else {
+            Ok(LogPosition {
+                lsn: self.next_lsn,
+                segment: self.segment,
+                offset: self.len,
+            })
+        }
     }
 
     /// Syncs what is written and trims the zeros ahead of it: a log closed cleanly ends
     /// exactly after its last record.
     fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
         if self.unsynced && !self.sync() {
             return;
         }
@@ -372,21 +443,23 @@ impl Writer {
         }
     }
 
-    fn fail_all(&mut self, batch: Vec<(Vec<Record>, Completion)>, error: JournalError) {
-        self.failed_since_mark = true;
-        for (_, done) in batch {
-            let _ = done.send(Err(error.clone()));
-        }
-    }
-
     fn sync(&mut self) -> bool {
         let started = Instant::now();
         let result = self.file.sync();
+        self.synced(result, (self.segment, self.len), started)
+    }
+
+    /// Takes note of a sync, started at `started` when the log ended at `synced_to`.
+    fn synced(&mut self, result: io::Result<()>, synced_to: (u32, u64), started: Instant) -> bool {
         self.options.stats.synced(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
-                self.unsynced = false;
-                self.last_sync = Instant::now();
+                // Appends made while it ran are left for the next sync, which falls due
+                // one interval after this one started.
+                if (self.segment, self.len) == synced_to {
+                    self.unsynced = false;
+                }
+                self.last_sync = started;
                 true
             }
             Err(error) => {
@@ -394,7 +467,7 @@ impl Writer {
                 // would prove nothing. Refuse all writes from now on.
                 let reason = format!(
                     "fdatasync of segment {} failed ({error}); the log is read-only until restart",
-                    self.segment
+                    synced_to.0
                 );
                 tracing::error!(%reason, "log sync failed");
                 *self.shared.failed.lock() = Some(reason);
@@ -403,16 +476,56 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<(Vec<Record>, Completion)>) {
-        let failed = self.shared.failed.lock().clone();
-        if let Some(reason) = failed {
-            return self.fail_all(batch, JournalError::read_only(reason));
+    /// Commits the appends the writer thread collected and completes their waiters.
+    fn commit_batch(&mut self, batch: Vec<(Vec<Record>, Completion)>) {
+        // A receive hands its delivery counts over and does not wait for them: when no
+        // one waits on this batch, its sync is left to the next batch that needs one.
+        let awaited = batch.iter().any(|(_, done)| !done.is_closed());
+        let (appends, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.commit(&appends, awaited) {
+            Ok(locs) => {
+                for (done, locs) in waiters.into_iter().zip(locs) {
+                    let _ = done.send(Ok(locs));
+                }
+            }
+            Err(error) => {
+                for done in waiters {
+                    let _ = done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes `appends` with one call, then in the fsync mode syncs when `awaited`.
+    /// Returns, per append, where each of its `Enqueued` records' bodies lies.
+    fn commit(
+        &mut self,
+        appends: &[Vec<Record>],
+        awaited: bool,
+    ) -> Result<Vec<Vec<Option<BodyLoc>>>, JournalError> {
+        let result = self.write(appends, awaited);
+        if result.is_err() {
+            self.failed_since_mark = true;
+        }
+        result
+    }
+
+    fn write(
+        &mut self,
+        appends: &[Vec<Record>],
+        awaited: bool,
+    ) -> Result<Vec<Vec<Option<BodyLoc>>>, JournalError> {
+        if self.closed {
+            return Err(JournalError::unavailable("the log is closed"));
+        }
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Err(JournalError::read_only(reason));
         }
         self.buf.clear();
         let first_lsn = self.next_lsn;
-        let mut relative: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(batch.len());
         // (frame start in `buf`, frame length) of each `Enqueued` record
-        for (records, _) in &batch {
+        let mut relative: Vec<Vec<Option<(usize, usize)>>> = Vec::with_capacity(appends.len());
+        for records in appends {
             let mut spans = Vec::with_capacity(records.len());
             for (i, record) in records.iter().enumerate() {
                 let frame_start = self.buf.len();
@@ -428,7 +541,7 @@ impl Writer {
             && let Err(error) = self.roll()
         {
             self.next_lsn = first_lsn;
-            return self.fail_all(batch, error);
+            return Err(error);
         }
         if let Err(error) = self.file.append(&self.buf) {
             self.next_lsn = first_lsn;
@@ -441,7 +554,7 @@ impl Writer {
                 tracing::error!(%reason, "log truncate failed");
                 *self.shared.failed.lock() = Some(reason);
             }
-            return self.fail_all(batch, journal_error);
+            return Err(journal_error);
         }
         let base = self.len;
         self.len += self.buf.len() as u64;
@@ -449,36 +562,27 @@ impl Writer {
             .stats
             .committed((self.next_lsn - first_lsn) as usize, self.buf.len());
         self.unsynced = true;
-        // A receive hands its delivery counts over and does not wait for them: when no
-        // one waits on this batch, its sync is left to the next batch that needs one.
-        let awaited = batch.iter().any(|(_, done)| !done.is_closed());
-        let synced = match self.options.durability {
-            Durability::Fsync if !awaited => true,
-            Durability::Fsync => self.sync(),
-            Durability::Interval(every) => {
-                if self.last_sync.elapsed() >= every {
-                    self.sync();
-                }
-                true // acknowledged once written, by this mode's contract
-            }
-        };
-        if !synced {
+        // The interval mode acknowledges once written, by its contract; its sync comes
+        // from the writer thread's timer.
+        if self.options.durability == Durability::Fsync && awaited && !self.sync() {
             let reason = self.shared.failed.lock().clone().unwrap_or_default();
-            return self.fail_all(batch, JournalError::read_only(reason));
+            return Err(JournalError::read_only(reason));
         }
-        for ((_, done), spans) in batch.into_iter().zip(relative) {
-            let locs = spans
-                .into_iter()
-                .map(|span| {
-                    span.map(|(at, len)| BodyLoc {
-                        segment: self.segment,
-                        offset: (base + at as u64) as u32,
-                        len: len as u32,
+        Ok(relative
+            .into_iter()
+            .map(|spans| {
+                spans
+                    .into_iter()
+                    .map(|span| {
+                        span.map(|(at, len)| BodyLoc {
+                            segment: self.segment,
+                            offset: (base + at as u64) as u32,
+                            len: len as u32,
+                        })
                     })
-                })
-                .collect();
-            let _ = done.send(Ok(locs));
-        }
+                    .collect()
+            })
+            .collect())
     }
 
     fn roll(&mut self) -> Result<(), JournalError> {
