@@ -3,8 +3,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -12,7 +11,8 @@ use serde::de::DeserializeOwned;
 use super::model::ErrorBody;
 use crate::engine::EngineError;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Names a request; a constant, so using it parses no header name.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -77,7 +77,8 @@ impl From<EngineError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// The body is written by `render_errors`, which knows the request id.
+    /// The body is written by `error::render`, called by the envelope, which knows the
+    /// request id.
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
         response.extensions_mut().insert(self);
@@ -99,20 +100,14 @@ fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
-/// Turns every error response into the JSON error shape, with the request's id.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    // A header value clones by reference count; the text is read only for an error.
-    let request_id_header = request.headers().get(REQUEST_ID_HEADER).cloned();
-    let response = next.run(request).await;
+/// An error response in the JSON error shape, with the request's id; a response that is
+/// no error is returned as it is.
+pub async fn render(response: Response, request_id_header: &HeaderValue) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let request_id = request_id_header
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = request_id_header.to_str().unwrap_or_default().to_string();
     let (mut parts, body) = response.into_parts();
     let error = match parts.extensions.get::<ApiError>() {
         Some(error) => error.clone(),
@@ -148,9 +143,6 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);
     response.headers_mut().extend(parts.headers);
-    if let Some(value) = request_id_header {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
     if error.status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

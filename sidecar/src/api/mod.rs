@@ -3,13 +3,13 @@
 
 pub mod auth;
 pub mod cmq;
+mod envelope;
 pub mod error;
 pub mod messages;
 pub mod metrics;
 pub mod model;
 mod paging;
 pub mod queues;
-mod request_id;
 pub mod topics;
 
 use std::sync::Arc;
@@ -17,14 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use tower::ServiceBuilder;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,9 +29,9 @@ use utoipa_axum::routes;
 
 use crate::engine::Engine;
 use auth::Tokens;
-use error::{ApiError, REQUEST_ID_HEADER};
+use envelope::EnvelopeLayer;
+use error::ApiError;
 use metrics::{Metrics, Timing};
-use request_id::RequestIds;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -132,10 +129,10 @@ fn created_status(created: crate::engine::Created) -> StatusCode {
 }
 
 /// The whole HTTP surface. Routing comes first, then one gate per route (metrics, and
-/// for the native API the bearer token, then readiness); the request id, trace, error
-/// rendering, timeout and body limit wrap the router once, as a service, instead of
-/// every route: a layer added with `Router::layer` wraps each route and is cloned with
-/// it on every request.
+/// for the native API the bearer token, then readiness); the envelope (request id, trace,
+/// timeout, error rendering) and the body limit wrap the router once, as a service,
+/// instead of every route: a layer added with `Router::layer` wraps each route and is
+/// cloned with it on every request.
 pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
@@ -172,19 +169,8 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
         .merge(open)
         .fallback(not_found)
         .with_state(state);
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let service = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(
-            request_id.clone(),
-            RequestIds::new(),
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn(error::render_errors))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
+        .layer(EnvelopeLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .service(routes);
     Router::new().fallback_service(service)

@@ -40,7 +40,7 @@ pub async fn index(
     body: Bytes,
 ) -> Json<Value> {
     let request_id = headers
-        .get(REQUEST_ID_HEADER)
+        .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
