@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cmq;
 mod envelope;
 pub mod error;
+mod gate;
 pub mod messages;
 pub mod metrics;
 pub mod model;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use tower::ServiceBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -31,7 +32,8 @@ use crate::engine::Engine;
 use auth::Tokens;
 use envelope::EnvelopeLayer;
 use error::ApiError;
-use metrics::{Metrics, Timing};
+use gate::GateLayer;
+use metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -137,14 +139,7 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
     let gated = |tokens: Option<Arc<Tokens>>, ready: Option<Arc<AtomicBool>>| {
-        middleware::from_fn_with_state(
-            Arc::new(Gate {
-                metrics: state.metrics.clone(),
-                tokens,
-                ready,
-            }),
-            gate,
-        )
+        GateLayer::new(state.metrics.clone(), tokens, ready)
     };
     let api = api.route_layer(gated(Some(Arc::new(tokens)), Some(state.ready.clone())));
     // CMQ clients sign their requests instead of carrying a bearer token.
@@ -174,41 +169,6 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .service(routes);
     Router::new().fallback_service(service)
-}
-
-/// What a routed request passes before its handler: it is measured; `tokens`, when set,
-/// must admit it; `ready`, when set, must be true.
-struct Gate {
-    metrics: Arc<Metrics>,
-    tokens: Option<Arc<Tokens>>,
-    ready: Option<Arc<AtomicBool>>,
-}
-
-impl Gate {
-    fn admit(&self, request: &axum::extract::Request) -> Result<(), ApiError> {
-        if let Some(tokens) = &self.tokens {
-            tokens.check(request.headers())?;
-        }
-        // The API answers 503 until the queues are loaded.
-        match &self.ready {
-            Some(ready) if !ready.load(Ordering::Acquire) => Err(not_ready()),
-            _ => Ok(()),
-        }
-    }
-}
-
-async fn gate(
-    State(gate): State<Arc<Gate>>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    let timing = Timing::start(&request);
-    let response = match gate.admit(&request) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
-    };
-    gate.metrics.record(timing, response.status());
-    response
 }
 
 async fn not_found() -> ApiError {
