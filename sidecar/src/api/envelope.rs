@@ -2,10 +2,10 @@
 //! it names the request (`x-request-id`: the caller's, or a fresh one), traces it, bounds
 //! its time, and renders every error response as JSON with that id.
 //!
-//! One service instead of a stack of four layers (request id set and propagated, trace,
-//! error rendering, timeout): each layer's future wrapped the next and each response
-//! passed through all of them, which cost about a fifth of the server's CPU per message
-//! when one message is sent, received and deleted per request.
+//! One service instead of a stack of five layers (request id set, request id propagated,
+//! trace, error rendering, timeout): each layer's future wrapped the next and each
+//! response passed through all of them. Replacing them with this cut the server's
+//! user-space instructions per message by about 8% (callgrind, one message per request).
 
 use std::convert::Infallible;
 use std::sync::Arc;
