@@ -6,11 +6,14 @@
 //! Server and load generator share this process and the machine's cores, for both
 //! measurements alike; compare the ratio, not the absolute figures.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use axum::routing::post;
 use queuelet::api::metrics::Metrics;
 use queuelet::api::model::{ReceiveRequest, SendMessage};
@@ -22,9 +25,18 @@ use queuelet::store::log_stats::LogStats;
 const BATCH: usize = 16;
 const BODY_BYTES: usize = 256;
 
-async fn serve(app: Router) -> anyhow::Result<String> {
+async fn serve<S>(app: S) -> anyhow::Result<String>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::ServiceExt::<Request>::into_make_service(app);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
 }

@@ -81,7 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal,
         data_dir = %args.data_dir.display(), durability = ?args.durability, "serving");
     let server = tokio::spawn(
-        axum::serve(listener, app)
+        axum::serve(listener, axum::ServiceExt::into_make_service(app))
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );

@@ -13,16 +13,17 @@ mod paging;
 pub mod queues;
 pub mod topics;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -134,8 +135,17 @@ fn created_status(created: crate::engine::Created) -> StatusCode {
 /// for the native API the bearer token, then readiness); the envelope (request id, trace,
 /// timeout, error rendering) and the body limit wrap the router once, as a service,
 /// instead of every route: a layer added with `Router::layer` wraps each route and is
-/// cloned with it on every request.
-pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
+/// cloned with it on every request. The result is served as it is (`into_make_service`),
+/// not put back into a `Router`, which would route every request twice.
+pub fn router(
+    state: AppState,
+    tokens: Tokens,
+    limits: &HttpLimits,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
     let (api, openapi) = native_api().split_for_parts();
     let openapi = Arc::new(openapi);
     let gated = |tokens: Option<Arc<Tokens>>, ready: Option<Arc<AtomicBool>>| {
@@ -164,11 +174,10 @@ pub fn router(state: AppState, tokens: Tokens, limits: &HttpLimits) -> Router {
         .merge(open)
         .fallback(not_found)
         .with_state(state);
-    let service = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(EnvelopeLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
-        .service(routes);
-    Router::new().fallback_service(service)
+        .service(routes)
 }
 
 async fn not_found() -> ApiError {
