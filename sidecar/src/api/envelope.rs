@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::error::{self, ApiError, REQUEST_ID_HEADER};
@@ -60,7 +60,7 @@ pub struct Envelope<S> {
 
 impl<S> Service<Request> for Envelope<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -89,13 +89,12 @@ where
         );
         // The clock is read only when the span is logged.
         let started = (!span.is_disabled()).then(Instant::now);
-        // The inner service was made ready by `poll_ready`; a clone takes its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // `poll_ready` readied the inner service; its future owns all it needs.
+        let handled = self.inner.call(request);
         let timeout = self.timeout;
         Box::pin(
             async move {
-                let response = match tokio::time::timeout(timeout, inner.oneshot(request)).await {
+                let response = match tokio::time::timeout(timeout, handled).await {
                     Ok(Ok(response)) => response,
                     Err(_elapsed) => ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
@@ -159,6 +158,7 @@ mod tests {
     use super::*;
     use axum::body::{Body, to_bytes};
     use serde_json::Value;
+    use tower::ServiceExt;
     use tower::util::BoxCloneService;
 
     #[test]
