@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 
 use super::auth::Tokens;
 use super::error::ApiError;
-use super::metrics::{Metrics, Timing};
+use super::metrics::{Metrics, RouteSeries, Timing};
 use super::not_ready;
 
 /// The checks of one group of routes; see the module's text.
@@ -53,6 +53,7 @@ impl<S> Layer<S> for GateLayer {
         Gate {
             route,
             checks: self.0.clone(),
+            series: Arc::default(),
         }
     }
 }
@@ -74,6 +75,8 @@ impl Checks {
 pub struct Gate<S> {
     route: S,
     checks: Arc<Checks>,
+    /// This route's metric series (a gate guards one route and method).
+    series: Arc<RouteSeries>,
 }
 
 impl<S> Service<Request> for Gate<S>
@@ -92,6 +95,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let timing = Timing::start(&request);
         let checks = self.checks.clone();
+        let series = self.series.clone();
         let answer = match checks.admit(&request) {
             Ok(()) => Ok(self.route.call(request)),
             Err(refusal) => Err(refusal.into_response()),
@@ -101,7 +105,7 @@ where
                 Ok(handled) => handled.await?,
                 Err(refused) => refused,
             };
-            checks.metrics.record(timing, response.status());
+            checks.metrics.record(&series, timing, response.status());
             Ok(response)
         })
     }

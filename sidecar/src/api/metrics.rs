@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use parking_lot::RwLock;
+
 use crate::engine::Engine;
 use crate::store::log_stats::LogStats;
 
@@ -68,19 +70,50 @@ impl Metrics {
         }
     }
 
-    /// Counts a request that `timing` started measuring and that answered `status`.
-    pub fn record(&self, timing: Timing, status: StatusCode) {
-        self.latency
-            .get_or_create(&timing.labels)
-            .observe(timing.started.elapsed().as_secs_f64());
-        let RouteLabels { method, route } = timing.labels;
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status: status.as_u16(),
-            })
-            .inc();
+    /// Counts a request that `timing` started measuring and that answered `status`, in
+    /// the series that `route` (the gate the request passed) already found, or else
+    /// finds them in the families and keeps them there.
+    pub fn record(&self, route: &RouteSeries, timing: Timing, status: StatusCode) {
+        let seconds = timing.started.elapsed().as_secs_f64();
+        let status = status.as_u16();
+        let path = timing
+            .route
+            .as_ref()
+            .map_or("unmatched", MatchedPath::as_str);
+        let known = route.0.read().iter().any(|series| {
+            let found =
+                series.status == status && series.method == timing.method && series.route == path;
+            if found {
+                series.latency.observe(seconds);
+                series.requests.inc();
+            }
+            found
+        });
+        if known {
+            return;
+        }
+        let labels = RouteLabels {
+            method: method_label(&timing.method),
+            route: Cow::Owned(path.to_string()),
+        };
+        let latency = self.latency.get_or_create_owned(&labels);
+        let requests = self.requests.get_or_create_owned(&RequestLabels {
+            method: labels.method,
+            route: labels.route,
+            status,
+        });
+        latency.observe(seconds);
+        requests.inc();
+        let mut known = route.0.write();
+        if known.len() < RouteSeries::MOST {
+            known.push(Series {
+                method: timing.method,
+                route: path.to_string(),
+                status,
+                latency,
+                requests,
+            });
+        }
     }
 
     /// The OpenMetrics text of everything, with the engine's figures read now.
@@ -155,26 +188,38 @@ impl Metrics {
     }
 }
 
-/// One request being measured: its labels, taken before the request moves on, and when
-/// it started.
+/// The series of one route's requests (one per method and status it answered), found in
+/// the families once each: recording a request then costs a short scan, no hashing of
+/// labels and no allocation.
+#[derive(Default)]
+pub struct RouteSeries(RwLock<Vec<Series>>);
+
+impl RouteSeries {
+    /// More are recorded through the families alone.
+    const MOST: usize = 32;
+}
+
+struct Series {
+    method: Method,
+    route: String,
+    status: u16,
+    latency: Histogram,
+    requests: Counter,
+}
+
+/// One request being measured: its method and route, taken before the request moves on,
+/// and when it started.
 pub struct Timing {
-    labels: RouteLabels,
+    method: Method,
+    route: Option<MatchedPath>,
     started: Instant,
 }
 
 impl Timing {
-    /// At most one allocation (the route); the labels move from one family's key to the
-    /// other's when the request is recorded.
     pub fn start(request: &Request) -> Self {
-        let route = match request.extensions().get::<MatchedPath>() {
-            Some(path) => Cow::Owned(path.as_str().to_string()),
-            None => Cow::Borrowed("unmatched"),
-        };
         Self {
-            labels: RouteLabels {
-                method: method_label(request.method()),
-                route,
-            },
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
             started: Instant::now(),
         }
     }
@@ -191,5 +236,70 @@ fn method_label(method: &Method) -> Label {
         Method::PATCH => Cow::Borrowed("PATCH"),
         Method::OPTIONS => Cow::Borrowed("OPTIONS"),
         _ => Cow::Owned(method.as_str().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(method: Method) -> Timing {
+        Timing {
+            method,
+            route: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn exposition(metrics: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &metrics.registry)
+            .expect("encode the registry");
+        out
+    }
+
+    #[test]
+    fn a_route_counts_in_the_series_it_found_once() {
+        let metrics = Metrics::new(&LogStats::default());
+        let route = RouteSeries::default();
+        for _ in 0..3 {
+            metrics.record(&route, timing(Method::POST), StatusCode::OK);
+        }
+        metrics.record(&route, timing(Method::POST), StatusCode::NOT_FOUND);
+        metrics.record(&route, timing(Method::HEAD), StatusCode::OK);
+        // A second gate of the same route adds to the same series.
+        metrics.record(
+            &RouteSeries::default(),
+            timing(Method::POST),
+            StatusCode::OK,
+        );
+        assert_eq!(route.0.read().len(), 3, "one series per method and status");
+
+        let text = exposition(&metrics);
+        for line in [
+            r#"queuelet_http_requests_total{method="POST",route="unmatched",status="200"} 4"#,
+            r#"queuelet_http_requests_total{method="POST",route="unmatched",status="404"} 1"#,
+            r#"queuelet_http_requests_total{method="HEAD",route="unmatched",status="200"} 1"#,
+            r#"queuelet_http_request_duration_seconds_count{method="POST",route="unmatched"} 5"#,
+            r#"queuelet_http_request_duration_seconds_count{method="HEAD",route="unmatched"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_route_keeps_a_bounded_number_of_series() {
+        let metrics = Metrics::new(&LogStats::default());
+        let route = RouteSeries::default();
+        for code in 200..300 {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            metrics.record(&route, timing(Method::GET), status);
+        }
+        assert_eq!(route.0.read().len(), RouteSeries::MOST);
+        let text = exposition(&metrics);
+        assert!(text.contains(r#"status="299"} 1"#), "{text}");
     }
 }
