@@ -82,6 +82,13 @@ pub struct Args {
     #[arg(long, env = "QUEUELET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Also serve the API on this Unix domain socket, for callers on the same host or in
+    /// the same pod (through a shared volume): cheaper per request than TCP. Its mode is
+    /// 0660, so the file system decides who may connect; bearer tokens apply as on TCP.
+    /// A socket an earlier run left behind is replaced; it is removed at shutdown.
+    #[arg(long, env = "QUEUELET_UNIX_SOCKET")]
+    pub unix_socket: Option<PathBuf>,
+
     /// TOML file declaring queues (`[queues.NAME]` tables of attributes) and topics
     /// (`[topics.NAME]`, with `[topics.NAME.subscriptions.SUB]`); re-read when it
     /// changes. Declared queues can only be changed there.

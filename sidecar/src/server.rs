@@ -1,4 +1,5 @@
-//! Wiring: build the engine, apply declarations, serve HTTP until a signal, then drain.
+//! Wiring: build the engine, apply declarations, serve HTTP (on TCP, and on a Unix socket
+//! when asked) until a signal, then drain.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::Tokens;
@@ -45,6 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let unix = args.unix_socket.as_deref().map(bind_unix).transpose()?;
     let signals = shutdown_signal()?;
 
     // Serve health and readiness while the log is read back; the API answers 503 until
@@ -80,6 +82,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("queuelet listening on http://{local}");
     tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal,
         data_dir = %args.data_dir.display(), durability = ?args.durability, "serving");
+    let unix_server = unix.map(|listener| {
+        tokio::spawn(
+            axum::serve(listener, axum::ServiceExt::into_make_service(app.clone()))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        )
+    });
+    if let Some(path) = &args.unix_socket {
+        tracing::info!(socket = %path.display(), "serving on a Unix socket too");
+    }
     let server = tokio::spawn(
         axum::serve(listener, axum::ServiceExt::into_make_service(app))
             .with_graceful_shutdown(stop.clone().cancelled_owned())
@@ -124,9 +136,47 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("the HTTP server task failed")?
         .context("serving HTTP")?;
+    if let Some(unix_server) = unix_server {
+        unix_server
+            .await
+            .context("the Unix socket server task failed")?
+            .context("serving HTTP on the Unix socket")?;
+    }
+    if let Some(path) = &args.unix_socket
+        && let Err(error) = std::fs::remove_file(path)
+    {
+        tracing::warn!(socket = %path.display(), %error, "cannot remove the Unix socket");
+    }
     store.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the Unix socket at `path`. A socket an earlier run left there is replaced, but
+/// not one that a running server still answers on, nor a file of another kind. Only the
+/// owner and the group may connect (0660).
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("another process serves on {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket: not replacing it",
+            path.display()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("inspecting {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the Unix socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("restricting {} to its owner and group", path.display()))?;
+    Ok(listener)
 }
 
 /// Opens the data directory, rebuilds the engine from its log, and makes the log the

@@ -5,9 +5,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -17,7 +16,7 @@ use queuelet::client::{Client, ClientError};
 use queuelet::engine::{DeadLetterPolicy, QueueAttributes, QueueAttributesPatch};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, run_to_exit};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -169,42 +168,6 @@ async fn queue_names(client: &Client) -> Vec<String> {
         .into_iter()
         .map(|q| q.name)
         .collect()
-}
-
-/// Runs the binary with `args` until it exits (or fails the test after `timeout`);
-/// returns its status and everything it wrote to stderr.
-fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
-    let data = tempfile::tempdir().expect("data directory");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_queuelet"))
-        .args(args)
-        .env("QUEUELET_DATA_DIR", data.path())
-        .env_remove("QUEUELET_TOKENS")
-        .env_remove("QUEUELET_TOKEN_FILE")
-        .env_remove("QUEUELET_CONFIG")
-        .env_remove("QUEUELET_INSECURE")
-        .env_remove("QUEUELET_LISTEN")
-        .env("QUEUELET_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn queuelet");
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("queuelet {args:?} still running after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    (status, stderr)
 }
 
 /// Replaces a file's content in one step, as a ConfigMap update does.

@@ -2,11 +2,11 @@
 //! own data directory, and waits until it is ready.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Server {
     pub url: String,
@@ -125,4 +125,40 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs the binary with `args` until it exits (or fails the test after `timeout`);
+/// returns its status and everything it wrote to stderr.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let data = tempfile::tempdir().expect("data directory");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_queuelet"))
+        .args(args)
+        .env("QUEUELET_DATA_DIR", data.path())
+        .env_remove("QUEUELET_TOKENS")
+        .env_remove("QUEUELET_TOKEN_FILE")
+        .env_remove("QUEUELET_CONFIG")
+        .env_remove("QUEUELET_INSECURE")
+        .env_remove("QUEUELET_LISTEN")
+        .env("QUEUELET_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn queuelet");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("queuelet {args:?} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status, stderr)
 }
