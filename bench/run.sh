@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: queuelet (native JSON API and CMQ API 2.0) against beanstalkd,
 # Redis and RabbitMQ on this machine, same workload, matched durability, and bare HTTP
-# (the same exchanges answered from memory). Installs the peers from Debian packages
+# (the same exchanges answered from memory); paced rows at half load; and the 1 msg/op
+# rows of queuelet, Redis and bare HTTP once more through Unix sockets, the way callers
+# in the same pod or host can connect. Installs the peers from Debian packages
 # (as root), starts each on 127.0.0.1 in a temporary directory, runs the matrix, stops
 # what it started, and writes results.md (table) and results.png (chart) into the
 # output folder.
@@ -112,7 +114,7 @@ at_half() { # system address durability style
   local rate half n
   rate=$(jq -r --arg system "$1" --arg durability "$3" --arg style "$4" \
     'select(.system == $system and .durability == $durability and .style == $style
-      and .rate_target == null) | .messages_per_second' "$rows" | tail -n1)
+      and .rate_target == null and (.unix_socket | not)) | .messages_per_second' "$rows" | tail -n1)
   half=$(jq -n "$rate / 2 | floor")
   n=$(jq -n "[$N, $half * $PACED_SECONDS] | min | floor")
   N=$n measure "$1" "$2" "$3" "$4" --rate "$half"
@@ -124,7 +126,8 @@ cmq_address=http://$cmq_key@127.0.0.1:18080
 
 start_queuelet() { # mode
   "$queuelet" --listen 127.0.0.1:18080 --data-dir "$work/queuelet-$1" --durability "$1" \
-    --cmq-keys "$cmq_key" --log-format text >"$work/queuelet-$1.log" 2>&1 &
+    --unix-socket "$work/queuelet-$1.sock" --cmq-keys "$cmq_key" --log-format text \
+    >"$work/queuelet-$1.log" 2>&1 &
   server_pid=$!
   wait_port 18080 30
   for _ in $(seq 1 300); do
@@ -146,6 +149,7 @@ start_redis() { # appendfsync
   mkdir -p "$work/redis-$1"
   redis-server --bind 127.0.0.1 --port 16379 --dir "$work/redis-$1" --save '' \
     --appendonly yes --appendfsync "$1" --daemonize no --protected-mode yes \
+    --unixsocket "$work/redis-$1.sock" --unixsocketperm 700 \
     >"$work/redis-$1.log" 2>&1 &
   server_pid=$!
   wait_port 16379 30
@@ -176,6 +180,7 @@ start_queuelet fsync
 both_styles queuelet http://127.0.0.1:18080 fsync
 at_half queuelet http://127.0.0.1:18080 fsync single
 at_half queuelet http://127.0.0.1:18080 fsync best
+measure queuelet http://127.0.0.1:18080 fsync single --unix-socket "$work/queuelet-fsync.sock"
 both_styles queuelet-cmq "$cmq_address" fsync
 stop_server
 
@@ -187,6 +192,7 @@ start_redis always
 both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync always"
 at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" single
 at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" best
+measure redis "redis+unix://$work/redis-always.sock" "AOF, appendfsync always" single
 stop_server
 
 start_rabbitmq
@@ -196,6 +202,8 @@ stop_server
 # Relaxed: a machine crash may lose the last moments of acknowledged changes.
 start_queuelet interval
 both_styles queuelet http://127.0.0.1:18080 "interval (10 ms)"
+measure queuelet http://127.0.0.1:18080 "interval (10 ms)" single \
+  --unix-socket "$work/queuelet-interval.sock"
 both_styles queuelet-cmq "$cmq_address" "interval (10 ms)"
 stop_server
 
@@ -205,14 +213,18 @@ stop_server
 
 start_redis everysec
 both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync everysec"
+measure redis "redis+unix://$work/redis-everysec.sock" "AOF, appendfsync everysec" single
 stop_server
 
 # Bare HTTP: queuelet's message exchanges answered from memory by a bare axum server, no
 # storage at all: what the exchanges alone cost here.
-"$bench" bare-http --listen 127.0.0.1:18081 >"$work/bare-http.log" 2>&1 &
+"$bench" bare-http --listen 127.0.0.1:18081 --unix-socket "$work/bare-http.sock" \
+  >"$work/bare-http.log" 2>&1 &
 server_pid=$!
 wait_port 18081 30
 both_styles bare-http http://127.0.0.1:18081 "none (memory only)"
+measure bare-http http://127.0.0.1:18081 "none (memory only)" single \
+  --unix-socket "$work/bare-http.sock"
 stop_server
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -41,8 +41,9 @@ struct Memory {
 
 type Shared = Arc<Memory>;
 
-/// Serves bare HTTP on `listen` until the process is stopped.
-pub async fn serve(listen: &str) -> Result<()> {
+/// Serves bare HTTP on `listen`, and on `unix_socket` too when given, until the process
+/// is stopped.
+pub async fn serve(listen: &str, unix_socket: Option<&std::path::Path>) -> Result<()> {
     let routes = Router::new()
         .route("/v1/queues/{name}", put(create).delete(drop_queue))
         .route("/v1/queues/{name}/messages", post(send))
@@ -55,6 +56,14 @@ pub async fn serve(listen: &str) -> Result<()> {
         )
         .route("/readyz", axum::routing::get(|| async { "ready" }))
         .with_state(Shared::default());
+    if let Some(path) = unix_socket {
+        // A socket left by an earlier run; nothing else is expected at the path.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("listen on {}", path.display()))?;
+        eprintln!("bare HTTP listening on {}", path.display());
+        tokio::spawn(axum::serve(listener, routes.clone()).into_future());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;

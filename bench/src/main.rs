@@ -61,6 +61,9 @@ enum Command {
     BareHttp {
         #[arg(long, default_value = "127.0.0.1:18081")]
         listen: String,
+        /// Serve on this Unix socket too.
+        #[arg(long)]
+        unix_socket: Option<PathBuf>,
     },
     /// Print the disk's raw rate of 4 KiB appends + fdatasync in DIR.
     FsyncProbe {
@@ -79,6 +82,11 @@ struct RunArgs {
     /// RabbitMQ: amqp://guest:guest@127.0.0.1:PORT/%2f; beanstalkd: 127.0.0.1:PORT.
     #[arg(long)]
     address: String,
+    /// queuelet (and bare-http): its producers and consumers connect through this Unix
+    /// socket instead of TCP (the queue is still set up through --address). Redis takes
+    /// a `redis+unix:///PATH` address instead.
+    #[arg(long)]
+    unix_socket: Option<PathBuf>,
     /// The durability the server was started with, printed with the row.
     #[arg(long)]
     durability: String,
@@ -112,7 +120,13 @@ struct RunArgs {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let system = adapters::connect(args.system, &args.address, &args.queue)?;
+    let system = adapters::connect(
+        args.system,
+        &args.address,
+        args.unix_socket.as_deref(),
+        &args.queue,
+    )?;
+    let unix_socket = args.unix_socket.is_some() || args.address.starts_with("redis+unix:");
     let work = Workload {
         producers: args.producers,
         consumers: args.consumers,
@@ -134,6 +148,7 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     let row = Row {
         system: args.system,
+        unix_socket,
         durability: args.durability,
         style: args.style,
         producers: args.producers,
@@ -200,7 +215,10 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::BareHttp { listen } => bare_http::serve(&listen).await,
+        Command::BareHttp {
+            listen,
+            unix_socket,
+        } => bare_http::serve(&listen, unix_socket.as_deref()).await,
         Command::FsyncProbe { dir, seconds } => {
             let rate = probe::fdatasync_rate(&dir, Duration::from_secs_f64(seconds))?;
             println!("{rate:.0}");

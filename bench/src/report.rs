@@ -14,6 +14,9 @@ use crate::ledger::Tally;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub system: SystemKind,
+    /// The clients connected through a Unix socket rather than TCP.
+    #[serde(default)]
+    pub unix_socket: bool,
     /// The system's durability setting as configured, e.g. `fsync` or `appendfsync always`.
     pub durability: String,
     pub style: ClientStyle,
@@ -46,6 +49,11 @@ impl Row {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let name = if self.unix_socket {
+            format!("{name} (unix socket)")
+        } else {
+            name
+        };
         match self.rate_target {
             Some(rate) => format!("{name} @{rate:.0}/s"),
             None => name,

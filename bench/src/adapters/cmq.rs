@@ -13,7 +13,7 @@ use http::Method;
 use queuelet::api::cmq::sign::{SignatureMethod, canonical_string, sign};
 use serde::Deserialize;
 
-use super::http1::{Address, Connection};
+use super::http1::{Address, Connection, Target};
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
 use crate::body::text;
 
@@ -50,7 +50,7 @@ impl Cmq {
 
     async fn endpoint(&self, style: ClientStyle) -> Result<Endpoint> {
         Ok(Endpoint {
-            connection: Connection::open(&self.authority).await?,
+            connection: Connection::open(&Target::Tcp(self.authority.clone())).await?,
             secret_id: self.secret_id.clone(),
             secret_key: self.secret_key.clone(),
             queue: self.queue.clone(),

@@ -1,7 +1,9 @@
-//! One keep-alive HTTP/1.1 connection driven by hyper directly (no pool, no redirects,
-//! no per-request URL building): the way a client that cares about its CPU calls
-//! queuelet, since the load generator shares the machine's cores with the server. Both
-//! of queuelet's APIs (native JSON and CMQ) go through it.
+//! One keep-alive HTTP/1.1 connection, over TCP or a Unix socket, driven by hyper
+//! directly (no pool, no redirects, no per-request URL building): the way a client that
+//! cares about its CPU calls queuelet, since the load generator shares the machine's
+//! cores with the server. Both of queuelet's APIs (native JSON and CMQ) go through it.
+
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -11,7 +13,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 
 /// Where an `http://[USER:PASSWORD@]HOST:PORT` URL points.
 pub struct Address {
@@ -42,6 +45,15 @@ impl Address {
     }
 }
 
+/// Where a connection goes.
+pub enum Target {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// A Unix socket; `host` is the `Host` header to send (`host:port` of the server's
+    /// URL).
+    Unix { path: PathBuf, host: String },
+}
+
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     /// The `Host` header: `host:port`.
@@ -49,11 +61,32 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn open(authority: &str) -> Result<Self> {
-        let stream = TcpStream::connect(authority)
-            .await
-            .with_context(|| format!("connect to queuelet at {authority}"))?;
-        stream.set_nodelay(true).context("set TCP_NODELAY")?;
+    pub async fn open(target: &Target) -> Result<Self> {
+        let (sender, host) = match target {
+            Target::Tcp(authority) => {
+                let stream = TcpStream::connect(authority)
+                    .await
+                    .with_context(|| format!("connect to queuelet at {authority}"))?;
+                stream.set_nodelay(true).context("set TCP_NODELAY")?;
+                (Self::handshake(stream).await?, authority)
+            }
+            Target::Unix { path, host } => {
+                let stream = UnixStream::connect(path)
+                    .await
+                    .with_context(|| format!("connect to queuelet at {}", path.display()))?;
+                (Self::handshake(stream).await?, host)
+            }
+        };
+        Ok(Self {
+            sender,
+            host: host.clone(),
+        })
+    }
+
+    async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("HTTP/1.1 handshake with queuelet")?;
@@ -62,10 +95,7 @@ impl Connection {
                 eprintln!("queuelet connection closed: {error}");
             }
         });
-        Ok(Self {
-            sender,
-            host: authority.to_string(),
-        })
+        Ok(sender)
     }
 
     /// The `Host` this connection sends: `host:port`.

@@ -13,7 +13,9 @@ pub mod queuelet;
 pub mod rabbitmq;
 pub mod redis;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Result, bail};
 use async_trait::async_trait;
 
 /// The systems the harness can drive.
@@ -114,11 +116,22 @@ pub trait System: Send + Sync {
 
 /// The adapter for `kind`, talking to `address` (a URL for queuelet, RabbitMQ and Redis,
 /// `http://SecretId:SecretKey@HOST:PORT` for queuelet's CMQ API; `host:port` for
-/// beanstalkd), using queue `queue`.
-pub fn connect(kind: SystemKind, address: &str, queue: &str) -> Result<Box<dyn System>> {
+/// beanstalkd), using queue `queue`. queuelet's producers and consumers connect through
+/// `unix_socket` when it is given.
+pub fn connect(
+    kind: SystemKind,
+    address: &str,
+    unix_socket: Option<&Path>,
+    queue: &str,
+) -> Result<Box<dyn System>> {
+    if unix_socket.is_some() && !matches!(kind, SystemKind::Queuelet | SystemKind::BareHttp) {
+        bail!(
+            "only queuelet's native API connects through --unix-socket (Redis: redis+unix:///PATH)"
+        );
+    }
     Ok(match kind {
         SystemKind::Queuelet | SystemKind::BareHttp => {
-            Box::new(queuelet::Queuelet::new(address, queue)?)
+            Box::new(queuelet::Queuelet::new(address, unix_socket, queue)?)
         }
         SystemKind::QueueletCmq => Box::new(cmq::Cmq::new(address, queue)?),
         SystemKind::Beanstalkd => Box::new(beanstalkd::Beanstalkd::new(address, queue)),

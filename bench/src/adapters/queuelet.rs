@@ -3,6 +3,8 @@
 //! client. Single style: one send, one receive of at most one, one delete per message.
 //! Best style: batch send, receive and delete of 16.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use http::Method;
@@ -13,23 +15,32 @@ use queuelet::api::model::{
 use queuelet::client::Client;
 use queuelet::engine::QueueAttributes;
 
-use super::http1::{Address, Connection};
+use super::http1::{Address, Connection, Target};
 use super::{ClientStyle, Consumer, Delivery, Producer, Receipt, System};
 use crate::body::text;
 
 pub struct Queuelet {
     client: Client,
-    /// `host:port` to connect to.
-    authority: String,
+    /// Where producers and consumers connect.
+    target: Target,
     queue: String,
 }
 
 impl Queuelet {
-    pub fn new(url: &str, queue: &str) -> Result<Self> {
+    /// Sets the queue up through `url`; producers and consumers connect to the same
+    /// server, through `unix_socket` when it is given.
+    pub fn new(url: &str, unix_socket: Option<&Path>, queue: &str) -> Result<Self> {
         let client = Client::new(url).with_context(|| format!("queuelet URL {url:?}"))?;
+        let authority = Address::parse(url)?.authority;
         Ok(Self {
             client,
-            authority: Address::parse(url)?.authority,
+            target: match unix_socket {
+                Some(path) => Target::Unix {
+                    path: path.to_path_buf(),
+                    host: authority,
+                },
+                None => Target::Tcp(authority),
+            },
             queue: queue.to_string(),
         })
     }
@@ -37,7 +48,7 @@ impl Queuelet {
     async fn endpoint(&self, style: ClientStyle) -> Result<Endpoint> {
         let base = format!("/v1/queues/{}/messages", self.queue);
         Ok(Endpoint {
-            connection: Connection::open(&self.authority).await?,
+            connection: Connection::open(&self.target).await?,
             send_batch: format!("{base}/batch"),
             receive: format!("{base}/receive"),
             delete_batch: format!("{base}/delete"),
