@@ -394,7 +394,8 @@ pub enum RetryPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Consumer {
     /// Pod template of the consumer: its containers run beside the queue server (a native
-    /// sidecar) with QUEUELET_URL and QUEUELET_TOKEN in their environment.
+    /// sidecar) with QUEUELET_URL, QUEUELET_TOKEN and QUEUELET_SOCKET (the server's Unix
+    /// socket, cheaper per request than the URL) in their environment.
     #[schemars(schema_with = "pod_template_schema")]
     pub template: PodTemplateSpec,
 }

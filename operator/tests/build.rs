@@ -387,6 +387,93 @@ fn a_consumer_runs_beside_a_native_sidecar() {
     assert_eq!(labels[LABEL_SERVING], "true");
 }
 
+/// Beside a consumer the server serves on a Unix socket too, in a volume every consumer
+/// container mounts, and the consumer is told where it is; a queue without a consumer
+/// has neither.
+#[test]
+fn a_consumer_finds_the_server_on_a_shared_unix_socket() {
+    let desired = desired(&fixture("consumer"));
+    let spec = pod_spec(&desired);
+    let args = server(&desired).args.clone().unwrap();
+    let at = args
+        .iter()
+        .position(|a| a == "--unix-socket")
+        .expect("--unix-socket");
+    assert_eq!(args[at + 1], "/var/run/queuelet/queuelet.sock");
+    let mounted_at = |container: &Container| {
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "queuelet-socket")
+            .map(|m| (m.mount_path.clone(), m.read_only))
+    };
+    let shared = Some(("/var/run/queuelet".to_string(), None));
+    assert_eq!(mounted_at(server(&desired)), shared);
+    let worker = &spec.containers[0];
+    assert_eq!(mounted_at(worker), shared);
+    let socket = worker
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "QUEUELET_SOCKET")
+        .expect("QUEUELET_SOCKET");
+    assert_eq!(
+        socket.value.as_deref(),
+        Some("/var/run/queuelet/queuelet.sock")
+    );
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "queuelet-socket")
+        .expect("the socket's volume");
+    assert!(volume.empty_dir.is_some(), "{volume:?}");
+
+    let alone = common::desired(&fixture("minimal"));
+    assert!(
+        !server(&alone)
+            .args
+            .clone()
+            .unwrap()
+            .contains(&"--unix-socket".to_string())
+    );
+    assert!(
+        !pod_spec(&alone)
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "queuelet-socket")
+    );
+}
+
+/// A consumer container that already mounts something at the socket's directory keeps
+/// its own mount (two mounts at one path would make the pod invalid).
+#[test]
+fn a_consumer_mount_at_the_socket_directory_is_kept() {
+    let mq = edited("consumer", |mq| {
+        let template = &mut mq.spec.consumer.as_mut().unwrap().template;
+        let worker = &mut template.spec.as_mut().unwrap().containers[0];
+        worker.volume_mounts.get_or_insert_with(Vec::new).push(
+            k8s_openapi::api::core::v1::VolumeMount {
+                name: "scratch".into(),
+                mount_path: "/var/run/queuelet".into(),
+                ..Default::default()
+            },
+        );
+    });
+    let desired = desired(&mq);
+    let worker = &pod_spec(&desired).containers[0];
+    let at_dir: Vec<&str> = worker
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.mount_path == "/var/run/queuelet")
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(at_dir, ["scratch"]);
+}
+
 #[test]
 fn user_labels_cannot_take_over_the_selector() {
     let mq = edited("replicas-3", |mq| {
