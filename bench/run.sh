@@ -70,6 +70,13 @@ stop_server() {
   fi
 }
 cleanup() {
+  local status=$?
+  if [ "$status" != 0 ]; then
+    # The servers' own words on why the run failed, before their folder goes.
+    for log in "$work"/*.log "$work"/rabbitmq/stdout.log "$work"/rabbitmq/log/*.log; do
+      [ -s "$log" ] && { echo "--- tail of $log"; tail -n 20 "$log"; }
+    done
+  fi
   stop_server
   # RabbitMQ's Erlang VM starts a port mapper daemon of its own on our port: stop it.
   ERL_EPMD_PORT=$epmd_port epmd -kill >/dev/null 2>&1 || true

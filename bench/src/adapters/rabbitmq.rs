@@ -28,6 +28,8 @@ pub const CONFIRMS_IN_FLIGHT: usize = 256;
 /// Unacknowledged deliveries a consumer may hold in the best-practice style.
 pub const BEST_PREFETCH: u16 = 64;
 const PERSISTENT: u8 = 2;
+/// Retries of the first connection, half a second apart.
+const PREPARE_ATTEMPTS: u32 = 60;
 
 pub struct Rabbitmq {
     url: String,
@@ -72,7 +74,19 @@ struct Subscriber {
 #[async_trait]
 impl System for Rabbitmq {
     async fn prepare(&self) -> Result<()> {
-        let (connection, channel) = self.channel().await?;
+        // A broker that has just opened its port may still refuse connections for a
+        // moment while it boots: the first connection gets some seconds.
+        let mut attempts = 0;
+        let (connection, channel) = loop {
+            match self.channel().await {
+                Ok(opened) => break opened,
+                Err(_) if attempts < PREPARE_ATTEMPTS => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
             .await
