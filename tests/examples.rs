@@ -1,6 +1,7 @@
 //! The consumer of `examples/consumer-sidecar.yaml` run as written: its `sh` + `curl`
 //! loop, with the environment the operator injects, against a real server that requires
-//! a token, must print every message and delete each one.
+//! a token and serves on a Unix socket (as the operator runs it beside a consumer), must
+//! print every message and delete each one.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,7 +53,10 @@ fn consumer() -> (String, Vec<(String, String)>) {
 
 #[test]
 fn the_consumer_sidecar_example_receives_prints_and_deletes() {
-    let server = Server::start(&["--tokens", TOKEN]);
+    let dir = tempfile::tempdir().expect("socket directory");
+    let socket = dir.path().join("queuelet.sock");
+    let socket = socket.to_str().expect("a UTF-8 path");
+    let server = Server::start(&["--tokens", TOKEN, "--unix-socket", socket]);
     let (script, env) = consumer();
     let queue = env
         .iter()
@@ -84,12 +88,14 @@ fn the_consumer_sidecar_example_receives_prints_and_deletes() {
         );
     }
 
-    // As the operator runs it: QUEUELET_URL and QUEUELET_TOKEN beside the container's env.
+    // As the operator runs it: QUEUELET_URL, QUEUELET_SOCKET and QUEUELET_TOKEN beside the
+    // container's env.
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(&script)
         .envs(env)
         .env("QUEUELET_URL", &server.url)
+        .env("QUEUELET_SOCKET", socket)
         .env("QUEUELET_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{desired, manifest_dir, schema};
 use queuelet::api::model::ReceiveRequest;
@@ -173,88 +170,6 @@ fn the_consumer_example_uses_the_environment_the_operator_injects() {
     // The queue server runs beside it as a native sidecar.
     assert_eq!(pod["initContainers"][0]["name"], "queuelet");
     assert_eq!(pod["initContainers"][0]["restartPolicy"], "Always");
-}
-
-/// The consumer example's script, run by `sh` with the environment the operator gives
-/// it, drains a real queue server through the server's Unix socket: it prints every
-/// body and deletes every message.
-#[tokio::test]
-async fn the_consumer_example_drains_a_real_server_through_its_socket() {
-    let curl_ok = Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let test = "the_consumer_example_drains_a_real_server_through_its_socket";
-    if common::tools::required(curl_ok.then_some(()), test, "curl is not installed").is_none() {
-        return;
-    }
-    let mq = applied("consumer-sidecar");
-    let sts = serde_json::to_value(desired(&mq).stateful_set).unwrap();
-    let worker = &sts["spec"]["template"]["spec"]["containers"][0];
-    let script = worker["args"][0].as_str().unwrap();
-    let queue = worker["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "QUEUE")
-        .and_then(|e| e["value"].as_str())
-        .unwrap()
-        .to_string();
-
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("queuelet.sock");
-    let server = Server::start(&[
-        "--unix-socket",
-        socket.to_str().unwrap(),
-        "--tokens",
-        "t0ken",
-    ]);
-    let client = QueueClient::new(&server.url).unwrap().with_token("t0ken");
-    client
-        .create_queue(&queue, &Default::default())
-        .await
-        .unwrap();
-    for body in ["first job", "second job"] {
-        client.send_text(&queue, body).await.unwrap();
-    }
-
-    let mut worker = Command::new("/bin/sh")
-        .args(["-c", script])
-        .env("QUEUE", &queue)
-        .env("QUEUELET_SOCKET", &socket)
-        .env("QUEUELET_TOKEN", "t0ken")
-        .env("QUEUELET_URL", &server.url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = worker.stdout.take().unwrap();
-    let (lines, printed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.len() < 2 && Instant::now() < deadline {
-        if let Ok(line) = printed.recv_timeout(Duration::from_millis(100)) {
-            seen.push(line);
-        }
-    }
-    let mut drained = false;
-    while !drained && Instant::now() < deadline {
-        let stats = client.get_queue(&queue).await.unwrap().stats;
-        drained = stats.active + stats.inactive == 0;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Stopping the server ends the curl the script waits on; then the script itself.
-    drop(server);
-    let _ = worker.kill();
-    let _ = worker.wait();
-    seen.sort();
-    assert_eq!(seen, ["first job", "second job"]);
-    assert!(drained, "the script deletes what it received");
 }
 
 /// The topic example's configuration, as the operator writes it into the ConfigMap,
