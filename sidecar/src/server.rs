@@ -80,8 +80,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("queuelet listening on http://{local}");
-    tracing::info!(address = %local, auth = !tokens.is_empty(), replica = args.replica_ordinal,
-        data_dir = %args.data_dir.display(), durability = ?args.durability, "serving");
+    tracing::info!(address = %local, unix_socket = ?args.unix_socket, auth = !tokens.is_empty(),
+        replica = args.replica_ordinal, data_dir = %args.data_dir.display(),
+        durability = ?args.durability, "serving");
     let unix_server = unix.map(|listener| {
         tokio::spawn(
             axum::serve(listener, axum::ServiceExt::into_make_service(app.clone()))
@@ -89,9 +90,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .into_future(),
         )
     });
-    if let Some(path) = &args.unix_socket {
-        tracing::info!(socket = %path.display(), "serving on a Unix socket too");
-    }
     let server = tokio::spawn(
         axum::serve(listener, axum::ServiceExt::into_make_service(app))
             .with_graceful_shutdown(stop.clone().cancelled_owned())

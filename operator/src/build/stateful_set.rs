@@ -41,7 +41,7 @@ const TMP_VOLUME: &str = "queuelet-tmp";
 const SOCKET_VOLUME: &str = "queuelet-socket";
 const SOCKET_DIR: &str = "/var/run/queuelet";
 /// Where the consumer's containers find the queue server's Unix socket.
-pub const SOCKET_PATH: &str = "/var/run/queuelet/queuelet.sock";
+const SOCKET_PATH: &str = "/var/run/queuelet/queuelet.sock";
 const DATA_DIR: &str = "/data";
 const CONFIG_DIR: &str = "/etc/queuelet";
 const AUTH_DIR: &str = "/etc/queuelet-auth";
@@ -141,7 +141,8 @@ fn pod_template(instance: &Instance<'_>) -> PodTemplateSpec {
     annotations.insert(RESTART_HASH_ANNOTATION.into(), restart_hash(instance));
 
     let user_spec = consumer.and_then(|t| t.spec.clone());
-    let server = server_container(instance, pod.resources.clone(), user_spec.is_some());
+    let beside_consumer = user_spec.is_some();
+    let server = server_container(instance, pod.resources.clone(), beside_consumer);
     let mut pod_spec = match user_spec {
         Some(mut user) => {
             for container in &mut user.containers {
@@ -172,7 +173,7 @@ fn pod_template(instance: &Instance<'_>) -> PodTemplateSpec {
     };
 
     let mut volumes = pod_spec.volumes.take().unwrap_or_default();
-    volumes.extend(server_volumes(instance, consumer.is_some()));
+    volumes.extend(server_volumes(instance, beside_consumer));
     pod_spec.volumes = Some(volumes);
 
     pod_spec.security_context = Some(pod_security_context(
