@@ -116,6 +116,11 @@ pub struct Args {
     #[arg(long, env = "QUEUELET_CMQ_KEY_FILE")]
     pub cmq_key_file: Option<PathBuf>,
 
+    /// PEM file of CA certificates to trust, besides the system's, for the TLS
+    /// certificates of `https://` push endpoints (e.g. a cluster's private CA).
+    #[arg(long, env = "QUEUELET_PUSH_CA_FILE")]
+    pub push_ca_file: Option<PathBuf>,
+
     /// Allow serving beyond loopback without any token.
     #[arg(long, env = "QUEUELET_INSECURE")]
     pub insecure: bool,

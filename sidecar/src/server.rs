@@ -18,6 +18,7 @@ use crate::api::{AppState, HttpLimits, router};
 use crate::compaction;
 use crate::config::{self, Args, Command, DurabilityMode};
 use crate::engine::{Engine, EngineConfig, LateJournal, SystemClock};
+use crate::push::PushClient;
 use crate::store::file::RealFs;
 use crate::store::log::LogOptions;
 use crate::store::log_stats::LogStats;
@@ -39,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return repair(&args.data_dir);
     }
     let tokens = Tokens::new(args.load_tokens()?);
+    let push = PushClient::new(args.push_ca_file.as_deref())?;
     check_exposure(args.listen, &tokens, args.insecure)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -114,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::spawn(crate::push::run(
         engine.clone(),
+        push,
         Duration::from_secs(1),
         stop.clone(),
     ));

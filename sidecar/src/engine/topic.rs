@@ -208,18 +208,25 @@ impl SubscriptionSpec {
     }
 }
 
-/// An http:// URL: the server is built without TLS, so https endpoints are refused
-/// rather than accepted and never reached.
+/// An `http://` or `https://` URL naming a host, of at most `MAX_ENDPOINT_BYTES`.
 fn validate_endpoint(url: &str) -> Result<(), EngineError> {
-    match url.strip_prefix("http://") {
-        Some(rest) if !rest.is_empty() && url.len() <= MAX_ENDPOINT_BYTES => Ok(()),
-        _ if url.starts_with("https://") => Err(EngineError::InvalidAttribute {
-            field: "endpoint",
-            reason: "https endpoints are not supported yet (no TLS); use http://".into(),
-        }),
+    let uri = if url.len() <= MAX_ENDPOINT_BYTES {
+        url.parse::<http::Uri>().ok()
+    } else {
+        None
+    };
+    match uri {
+        Some(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some_and(|host| !host.is_empty()) =>
+        {
+            Ok(())
+        }
         _ => Err(EngineError::InvalidAttribute {
             field: "endpoint",
-            reason: format!("{url:?} is not an http URL of at most {MAX_ENDPOINT_BYTES} bytes"),
+            reason: format!(
+                "{url:?} is not an http:// or https:// URL of at most {MAX_ENDPOINT_BYTES} bytes"
+            ),
         }),
     }
 }
@@ -432,11 +439,27 @@ mod tests {
             ..Default::default()
         };
         assert!(bad_url.validate(FilterType::Tag).is_err());
-        let tls = SubscriptionSpec {
-            endpoint: Some("https://x/hook".into()),
-            ..Default::default()
-        };
-        assert!(tls.validate(FilterType::Tag).is_err(), "no TLS to reach it");
+        for url in ["https://x/hook", "http://x:8080/h?a=1", "http://10.0.0.1/"] {
+            let ok = SubscriptionSpec {
+                endpoint: Some(url.into()),
+                ..Default::default()
+            };
+            assert!(ok.validate(FilterType::Tag).is_ok(), "{url}");
+        }
+        let long = format!("http://x/{}", "a".repeat(MAX_ENDPOINT_BYTES));
+        for url in [
+            "http://",
+            "https:///hook",
+            "http://x y/",
+            "hook",
+            long.as_str(),
+        ] {
+            let bad = SubscriptionSpec {
+                endpoint: Some(url.into()),
+                ..Default::default()
+            };
+            assert!(bad.validate(FilterType::Tag).is_err(), "{url}");
+        }
         let too_deep = SubscriptionSpec {
             queue: Some("q".into()),
             binding_keys: vec![vec!["a"; 17].join(".")],
