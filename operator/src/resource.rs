@@ -130,6 +130,12 @@ pub struct MessageQueueSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
 
+    /// CA certificates the queue servers trust for https:// push endpoints, besides
+    /// those of their image (e.g. a cluster's private CA): PEM in a ConfigMap of the same
+    /// namespace, re-read by the servers when it changes. The pods start once it exists.
+    #[serde(default, rename = "pushCA", skip_serializing_if = "Option::is_none")]
+    pub push_ca: Option<PushCa>,
+
     /// The client Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceSettings>,
@@ -360,9 +366,10 @@ pub struct Subscription {
     )]
     pub queue: Option<String>,
 
-    /// An http:// URL messages are POSTed to (the server pushes over plain HTTP only).
+    /// An http:// or https:// URL messages are POSTed to. An https endpoint's
+    /// certificate must chain to a CA the queue server's image trusts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2_048), regex(pattern = r"^http://"))]
+    #[schemars(length(min = 8, max = 512), regex(pattern = r"^https?://[^/?#\s]+"))]
     pub endpoint: Option<String>,
 
     /// Deliver only messages carrying one of these tags (at most 5, 1–16 characters each).
@@ -409,6 +416,20 @@ pub struct Auth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+}
+
+/// A key of a ConfigMap holding PEM CA certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushCa {
+    /// The ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: String,
+
+    /// The key holding the certificates (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
 }
 
 /// The client Service.

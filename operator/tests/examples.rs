@@ -91,6 +91,36 @@ fn the_schema_check_refuses_what_the_api_server_refuses() {
 }
 
 #[test]
+fn push_endpoints_are_http_or_https_urls_the_server_accepts() {
+    let schema = schema::message_queue_schema();
+    let with_endpoint = |url: &str| {
+        let mut example = example_value("topic-fanout");
+        example["spec"]["topics"][0]["subscriptions"][0] = json!({"name": "hook", "endpoint": url});
+        schema::violations(&schema, &example)
+    };
+    for url in [
+        "http://audit.shop.svc/hook",
+        "https://hooks.example.com:8443/q?a=1",
+    ] {
+        assert_eq!(with_endpoint(url), Vec::<String>::new(), "{url}");
+    }
+    let long = format!("https://x.example/{}", "a".repeat(500));
+    for url in [
+        "ftp://x.example/h",
+        "https:///nohost",
+        "audit.shop.svc",
+        long.as_str(),
+    ] {
+        assert!(
+            with_endpoint(url)
+                .iter()
+                .any(|v| v.starts_with(".spec.topics[0].subscriptions[0].endpoint")),
+            "{url} passes the schema"
+        );
+    }
+}
+
+#[test]
 fn examples_pass_the_crd_validation_rules() {
     for name in EXAMPLES {
         if let Err(errors) = applied(name).validate_cel() {

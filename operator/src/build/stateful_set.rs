@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
@@ -37,6 +37,10 @@ pub const DATA_VOLUME: &str = "queuelet-data";
 const CONFIG_VOLUME: &str = "queuelet-config";
 const AUTH_VOLUME: &str = "queuelet-auth";
 const TMP_VOLUME: &str = "queuelet-tmp";
+/// The CA certificates trusted for https pushes, when the MessageQueue names some.
+const PUSH_CA_VOLUME: &str = "queuelet-push-ca";
+const PUSH_CA_DIR: &str = "/etc/queuelet-push-ca";
+const PUSH_CA_FILE: &str = "ca.crt";
 /// Shared by the queue server and the consumer's containers: the server's Unix socket.
 const SOCKET_VOLUME: &str = "queuelet-socket";
 const SOCKET_DIR: &str = "/var/run/queuelet";
@@ -247,6 +251,13 @@ fn server_container(
         args.extend(["--unix-socket".into(), SOCKET_PATH.into()]);
         volume_mounts.push(mount(SOCKET_VOLUME, SOCKET_DIR, false));
     }
+    if instance.mq.spec.push_ca.is_some() {
+        args.extend([
+            "--push-ca-file".into(),
+            format!("{PUSH_CA_DIR}/{PUSH_CA_FILE}"),
+        ]);
+        volume_mounts.push(mount(PUSH_CA_VOLUME, PUSH_CA_DIR, true));
+    }
     let http_get = |path: &str| HTTPGetAction {
         path: Some(path.into()),
         port: IntOrString::String(PORT_NAME.into()),
@@ -339,6 +350,21 @@ fn server_volumes(instance: &Instance<'_>, beside_consumer: bool) -> Vec<Volume>
             ..Volume::default()
         });
     }
+    if let Some(ca) = &instance.mq.spec.push_ca {
+        volumes.push(Volume {
+            name: PUSH_CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: ca.config_map_name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone().unwrap_or_else(|| PUSH_CA_FILE.into()),
+                    path: PUSH_CA_FILE.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     if instance.ephemeral() {
         volumes.push(Volume {
             name: DATA_VOLUME.into(),
@@ -359,10 +385,10 @@ fn server_volumes(instance: &Instance<'_>, beside_consumer: bool) -> Vec<Volume>
             name: AUTH_VOLUME.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(instance.credentials_secret_name()),
-                items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                items: Some(vec![KeyToPath {
                     key: TOKEN_KEY.into(),
                     path: TOKEN_KEY.into(),
-                    ..Default::default()
+                    ..KeyToPath::default()
                 }]),
                 ..SecretVolumeSource::default()
             }),
