@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::new(&LogStats::default())),
         ready: Arc::new(AtomicBool::new(true)),
         cmq_keys: Arc::default(),
+        cmq_replays: Arc::default(),
     };
     let queuelet = serve(router(state, Tokens::default(), &HttpLimits::default())).await?;
 

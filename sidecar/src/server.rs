@@ -73,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics: Arc::new(Metrics::new(&log_stats)),
             ready: ready.clone(),
             cmq_keys: Arc::new(crate::api::cmq::Keys::new(args.load_cmq_keys()?)),
+            cmq_replays: Arc::default(),
         },
         tokens.clone(),
         &HttpLimits {

@@ -1,5 +1,5 @@
 //! CMQ API 2.0 at `/v2/index.php`: signature vectors computed independently by
-//! Python's `hmac`, refusals of bad signatures, stale timestamps and unknown SecretIds
+//! Python's `hmac`, refusals of bad signatures, stale timestamps, replays and unknown SecretIds
 //! that change nothing, and a suite that drives the real binary through Tencent's
 //! Python SDK (qcloud-cmq-sdk-py3).
 
@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use queuelet::api::cmq::sign::{SignatureMethod, canonical_string, sign};
@@ -84,6 +85,49 @@ fn start() -> Server {
     Server::start(&["--cmq-keys", &format!("{SECRET_ID}:{SECRET_KEY}")])
 }
 
+/// A signed CMQ request's form body, with a fresh Nonce; `tamper` may change the
+/// parameters after signing.
+fn signed_form(
+    server: &Server,
+    action: &str,
+    extra: &[(&str, &str)],
+    timestamp: u64,
+    key: &str,
+    tamper: impl FnOnce(&mut BTreeMap<String, String>),
+) -> String {
+    static NONCE: AtomicU64 = AtomicU64::new(1);
+    let host = server.url.trim_start_matches("http://").to_string();
+    let mut all = params(extra);
+    all.insert("Action".into(), action.into());
+    all.insert("SecretId".into(), SECRET_ID.into());
+    all.insert(
+        "Nonce".into(),
+        NONCE.fetch_add(1, Ordering::Relaxed).to_string(),
+    );
+    all.insert("Timestamp".into(), timestamp.to_string());
+    all.insert("SignatureMethod".into(), "HmacSHA256".into());
+    let text = canonical_string("POST", &host, "/v2/index.php", &all);
+    all.insert(
+        "Signature".into(),
+        sign(SignatureMethod::HmacSha256, key, &text),
+    );
+    tamper(&mut all);
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&all)
+        .finish()
+}
+
+async fn post_form(server: &Server, form: String) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/index.php", server.url))
+        .body(form)
+        .send()
+        .await
+        .expect("CMQ request");
+    assert_eq!(response.status(), 200, "CMQ answers errors with HTTP 200");
+    response.json().await.expect("a JSON answer")
+}
+
 /// Posts a signed CMQ request; `tamper` may change the parameters after signing.
 async fn call(
     server: &Server,
@@ -93,31 +137,62 @@ async fn call(
     key: &str,
     tamper: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Value {
-    let host = server.url.trim_start_matches("http://").to_string();
-    let mut all = params(extra);
-    all.insert("Action".into(), action.into());
-    all.insert("SecretId".into(), SECRET_ID.into());
-    all.insert("Nonce".into(), "4242".into());
-    all.insert("Timestamp".into(), timestamp.to_string());
-    all.insert("SignatureMethod".into(), "HmacSHA256".into());
-    let text = canonical_string("POST", &host, "/v2/index.php", &all);
-    all.insert(
-        "Signature".into(),
-        sign(SignatureMethod::HmacSha256, key, &text),
+    post_form(
+        server,
+        signed_form(server, action, extra, timestamp, key, tamper),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_signed_request_is_accepted_once() {
+    let server = start();
+    let now = now_seconds();
+    let create = [("queueName", "once")];
+    call(&server, "CreateQueue", &create, now, SECRET_KEY, |_| {}).await;
+    let send = signed_form(
+        &server,
+        "SendMessage",
+        &[("queueName", "once"), ("msgBody", "pay 10")],
+        now,
+        SECRET_KEY,
+        |_| {},
     );
-    tamper(&mut all);
-    let response = reqwest::Client::new()
-        .post(format!("{}/v2/index.php", server.url))
-        .body(
-            form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&all)
-                .finish(),
-        )
-        .send()
-        .await
-        .expect("CMQ request");
-    assert_eq!(response.status(), 200, "CMQ answers errors with HTTP 200");
-    response.json().await.expect("a JSON answer")
+    let first = post_form(&server, send.clone()).await;
+    assert_eq!(first["code"], 0, "{first}");
+    let replayed = post_form(&server, send).await;
+    assert_eq!(replayed["code"], 4500, "{replayed}");
+    assert!(
+        replayed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("used before"),
+        "{replayed}"
+    );
+    // The same message signed anew (another Nonce) is a new request.
+    let again = call(
+        &server,
+        "SendMessage",
+        &[("queueName", "once"), ("msgBody", "pay 10")],
+        now,
+        SECRET_KEY,
+        |_| {},
+    )
+    .await;
+    assert_eq!(again["code"], 0, "{again}");
+    let attributes = call(
+        &server,
+        "GetQueueAttributes",
+        &[("queueName", "once")],
+        now,
+        SECRET_KEY,
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        attributes["activeMsgNum"], 2,
+        "the replay sent nothing: {attributes}"
+    );
 }
 
 #[tokio::test]

@@ -44,6 +44,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// SecretId → SecretKey of the CMQ API.
     pub cmq_keys: Arc<cmq::Keys>,
+    /// Signatures of the CMQ requests accepted lately, to refuse their replays.
+    pub cmq_replays: Arc<cmq::Replays>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 mod error;
 mod params;
 mod queue;
+pub mod replay;
 pub mod sign;
 mod topic;
 
@@ -19,14 +20,17 @@ use super::AppState;
 use super::error::REQUEST_ID_HEADER;
 use error::CmqError;
 use params::Params;
+use replay::Replay;
 use sign::{SignatureMethod, canonical_string};
 
+pub use replay::Replays;
 pub use sign::Keys;
 
 /// Where CMQ clients send every action.
 pub const PATH: &str = "/v2/index.php";
 /// Largest accepted difference between a request's Timestamp and the server's clock.
-/// Stricter than CMQ's two hours, because nonces are not remembered.
+/// Stricter than CMQ's two hours: the signatures of a shorter window are remembered (to
+/// refuse replays) in less memory.
 pub const MAX_SKEW_SECONDS: u64 = 300;
 
 /// Fields of a successful answer besides code, message and requestId.
@@ -156,7 +160,22 @@ fn verify(
     if !sign::same(given, &expected) {
         return Err(CmqError::new(4100, 10030, "signature verification failed"));
     }
-    Ok(())
+    state
+        .cmq_replays
+        .first_use(given, timestamp, now_seconds)
+        .map_err(|replay| {
+            let text = match replay {
+                Replay::Repeated => {
+                    "this signed request was used before; sign each request with a fresh Nonce"
+                        .to_string()
+                }
+                Replay::TooOld { forgotten_through } => format!(
+                    "Timestamp {timestamp} is too old to check for replays under this load \
+                     (requests stamped up to {forgotten_through} are refused); check the client's clock"
+                ),
+            };
+            CmqError::new(4500, 10090, text)
+        })
 }
 
 /// Fields from a JSON object literal.
