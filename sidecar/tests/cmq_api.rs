@@ -1,7 +1,7 @@
 //! CMQ API 2.0 at `/v2/index.php`: signature vectors computed independently by
-//! Python's `hmac`, refusals of bad signatures, stale timestamps, replays and unknown SecretIds
-//! that change nothing, and a suite that drives the real binary through Tencent's
-//! Python SDK (qcloud-cmq-sdk-py3).
+//! Python's `hmac`; refusals of bad signatures, stale timestamps, replays and unknown
+//! SecretIds, which change nothing; topics' and subscriptions' msgCount; and a suite
+//! that drives the real binary through Tencent's Python SDK (qcloud-cmq-sdk-py3).
 
 mod support;
 
@@ -295,6 +295,72 @@ async fn bad_signature_stale_timestamp_and_unknown_secret_id_change_nothing() {
     );
     let unknown = call(&server, "NoSuchAction", &[], now, SECRET_KEY, |_| {}).await;
     assert_eq!(unknown["code"], 4000, "{unknown}");
+}
+
+#[tokio::test]
+async fn msg_count_is_the_pushes_waiting_for_their_endpoint() {
+    let server = start();
+    let now = now_seconds();
+    let ok = |answer: Value| {
+        assert_eq!(answer["code"], 0, "{answer}");
+        answer
+    };
+    ok(call(
+        &server,
+        "CreateQueue",
+        &[("queueName", "copies")],
+        now,
+        SECRET_KEY,
+        |_| {},
+    )
+    .await);
+    ok(call(
+        &server,
+        "CreateTopic",
+        &[("topicName", "events")],
+        now,
+        SECRET_KEY,
+        |_| {},
+    )
+    .await);
+    // Nothing listens on port 9: every push fails and waits for its next try.
+    let subscriptions = [
+        ("down", "http", "http://127.0.0.1:9/hook", "JSON"),
+        ("copy", "queue", "copies", "SIMPLIFIED"),
+    ];
+    for (name, protocol, endpoint, format) in subscriptions {
+        let subscribe = [
+            ("topicName", "events"),
+            ("subscriptionName", name),
+            ("protocol", protocol),
+            ("endpoint", endpoint),
+            ("notifyContentFormat", format),
+        ];
+        ok(call(&server, "Subscribe", &subscribe, now, SECRET_KEY, |_| {}).await);
+    }
+    for body in ["a", "b"] {
+        let publish = [("topicName", "events"), ("msgBody", body)];
+        ok(call(&server, "PublishMessage", &publish, now, SECRET_KEY, |_| {}).await);
+    }
+    let count = async |action: &str, subscription: Option<&str>| {
+        let mut query = vec![("topicName", "events")];
+        query.extend(subscription.map(|s| ("subscriptionName", s)));
+        ok(call(&server, action, &query, now, SECRET_KEY, |_| {}).await)["msgCount"].clone()
+    };
+    assert_eq!(count("GetSubscriptionAttributes", Some("down")).await, 2);
+    assert_eq!(count("GetSubscriptionAttributes", Some("copy")).await, 0);
+    assert_eq!(count("GetTopicAttributes", None).await, 2);
+    let copies = [("queueName", "copies")];
+    let copied = ok(call(
+        &server,
+        "GetQueueAttributes",
+        &copies,
+        now,
+        SECRET_KEY,
+        |_| {},
+    )
+    .await);
+    assert_eq!(copied["activeMsgNum"], 2, "{copied}");
 }
 
 /// Runs `tests/cmq/sdk_suite.py` with Tencent's SDK against the real binary. Without the

@@ -387,6 +387,49 @@ impl Engine {
             .ok_or_else(|| subscription_not_found(topic, subscription))
     }
 
+    /// Pushes waiting for a subscription's endpoint (none for a queue subscription).
+    pub async fn pending_pushes(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<u64, EngineError> {
+        if self
+            .get_subscription(topic, subscription)?
+            .spec
+            .endpoint
+            .is_none()
+        {
+            return Ok(0);
+        }
+        match self.get_queue(&push_queue_name(topic, subscription)).await {
+            Ok(queue) => Ok(queue.stats.active + queue.stats.inactive + queue.stats.delayed),
+            // Unsubscribed meanwhile.
+            Err(EngineError::QueueNotFound(_)) => Ok(0),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Pushes waiting over all of a topic's subscriptions.
+    pub async fn topic_pending_pushes(&self, topic: &str) -> Result<u64, EngineError> {
+        let subscriptions: Vec<String> = self
+            .topics
+            .lock()
+            .get(topic)
+            .ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect();
+        let mut pending = 0;
+        for subscription in subscriptions {
+            pending += match self.pending_pushes(topic, &subscription).await {
+                Err(EngineError::SubscriptionNotFound { .. }) => 0,
+                other => other?,
+            };
+        }
+        Ok(pending)
+    }
+
     /// A topic's subscriptions whose name starts with `prefix`, sorted by name, paged;
     /// with the total number that match.
     pub fn list_subscriptions(

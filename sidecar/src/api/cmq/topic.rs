@@ -134,9 +134,12 @@ pub async fn handle(engine: &Engine, action: &str, params: &Params) -> Result<Fi
         }
         "GetTopicAttributes" => {
             let info = engine.get_topic(name(params, "topicName")?)?;
+            let pending = engine.topic_pending_pushes(&info.name).await?;
             fields(json!({
                 "topicName": info.name,
-                "msgCount": 0,
+                // Messages delivered to queues are counted there; what the topic still
+                // holds are its pushes waiting for their endpoints.
+                "msgCount": pending,
                 "maxMsgSize": info.attrs.max_message_bytes,
                 "msgRetentionSeconds": info.attrs.retention_seconds,
                 "createTime": info.created_ms / 1_000,
@@ -256,6 +259,7 @@ async fn subscription(engine: &Engine, action: &str, params: &Params) -> Result<
         }
         "GetSubscriptionAttributes" => {
             let info = engine.get_subscription(topic, subscription)?;
+            let pending = engine.pending_pushes(topic, subscription).await?;
             let (protocol, endpoint) = target(&info.spec);
             fields(json!({
                 "topicOwner": "",
@@ -267,7 +271,7 @@ async fn subscription(engine: &Engine, action: &str, params: &Params) -> Result<
                 "notifyContentFormat": format_name(info.spec.notify_content_format),
                 "createTime": info.created_ms / 1_000,
                 "lastModifyTime": info.modified_ms / 1_000,
-                "msgCount": 0,
+                "msgCount": pending,
                 "filterTag": info.spec.filter_tags,
                 "filterTags": info.spec.filter_tags,
                 "bindingKey": info.spec.binding_keys,
