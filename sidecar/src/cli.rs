@@ -2,6 +2,7 @@
 //! (tables) and scripts (`--json`). Every error exits non-zero with a clear message.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -21,6 +22,10 @@ pub struct Connection {
     /// Bearer token.
     #[arg(long, env = "QUEUELET_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Reach the server through this Unix socket (its `--unix-socket`) instead of over
+    /// TCP; the URL then only names the server.
+    #[arg(long, env = "QUEUELET_SOCKET")]
+    pub socket: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,7 +140,10 @@ pub enum CliError {
 }
 
 fn connect(conn: &Connection) -> Result<Client, CliError> {
-    let client = Client::new(&conn.url)?;
+    let client = match &conn.socket {
+        Some(path) => Client::with_unix_socket(&conn.url, path)?,
+        None => Client::new(&conn.url)?,
+    };
     Ok(match &conn.token {
         Some(token) => client.with_token(token.clone()),
         None => client,

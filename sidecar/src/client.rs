@@ -1,5 +1,7 @@
 //! Typed async client for the native API, used by the tests, the CLI and the operator.
 
+use std::path::{Path, PathBuf};
+
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -52,6 +54,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    /// The Unix socket requests go through, when not over TCP.
+    socket: Option<PathBuf>,
 }
 
 impl Client {
@@ -69,6 +73,23 @@ impl Client {
             http,
             base,
             token: None,
+            socket: None,
+        })
+    }
+
+    /// Sends every request through the server's Unix socket (its `--unix-socket`);
+    /// `base_url` then only names the server.
+    pub fn with_unix_socket(base_url: &str, socket: &Path) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket)
+            .build()
+            .map_err(|source| ClientError::Transport {
+                request: format!("a client for the socket {}", socket.display()),
+                source,
+            })?;
+        Ok(Self {
+            socket: Some(socket.to_path_buf()),
+            ..Self::with_http(base_url, http)?
         })
     }
 
@@ -98,7 +119,10 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let what = format!("{method} {url}");
+        let what = match &self.socket {
+            Some(socket) => format!("{method} {url} through {}", socket.display()),
+            None => format!("{method} {url}"),
+        };
         let transport = |source| ClientError::Transport {
             request: what.clone(),
             source,

@@ -13,6 +13,7 @@ fn queuelet(server: &Server, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .args(args)
         .env("QUEUELET_URL", &server.url)
         .env_remove("QUEUELET_TOKEN")
+        .env_remove("QUEUELET_SOCKET")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -172,4 +173,33 @@ fn errors_exit_non_zero_with_a_clear_message() {
         .expect("run queuelet");
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(!unreachable.stderr.is_empty());
+}
+
+#[test]
+fn the_client_reaches_the_server_through_its_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("q.sock");
+    let server = Server::start(&["--unix-socket", socket.to_str().unwrap()]);
+    let run = |args: &[&str]| {
+        // Nothing listens at the URL's port: only the socket can answer.
+        Command::new(env!("CARGO_BIN_EXE_queuelet"))
+            .args(args)
+            .env("QUEUELET_URL", "http://127.0.0.1:9")
+            .env("QUEUELET_SOCKET", &socket)
+            .env_remove("QUEUELET_TOKEN")
+            .output()
+            .expect("run queuelet")
+    };
+    ok(&run(&["queues", "create", "local"]));
+    ok(&run(&["send", "local", "over the socket"]));
+    let received = json(&run(&["receive", "local", "--delete", "--json"]));
+    assert_eq!(received[0]["body"], "over the socket", "{received}");
+    let missing = run(&["stats", "--socket", "/nonexistent/q.sock"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("through /nonexistent/q.sock"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    drop(server);
 }
