@@ -45,6 +45,13 @@ struct Pki {
     acceptor: TlsAcceptor,
 }
 
+/// Writes the CA's certificate to a file in `dir`.
+fn write_ca(dir: &std::path::Path, pki: &Pki) -> std::path::PathBuf {
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, &pki.ca_pem).unwrap();
+    path
+}
+
 fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -165,6 +172,15 @@ impl Receiver {
         }
         // Let the worker settle the answer before the test moves the clock.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Waits until a client refused the receiver's certificate.
+    async fn wait_for_refused_handshake(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.failed_handshakes.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no TLS handshake was tried");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Asserts that no request beyond `n` arrives for a while (the clock stands still).
@@ -371,8 +387,7 @@ async fn wait_until_settled(engine: &Engine) {
 async fn https_endpoints_get_pushes_when_their_ca_is_trusted() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_file = write_ca(dir.path(), &pki);
     let endpoint = receiver_over(0, Some(pki.acceptor)).await;
     let s = setup_with(
         &endpoint.url,
@@ -414,11 +429,7 @@ async fn https_endpoints_with_an_untrusted_certificate_get_nothing() {
         .publish("events", vec![message("secret")])
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while endpoint.failed_handshakes.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "no TLS handshake was tried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    endpoint.wait_for_refused_handshake().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         endpoint.count(),
@@ -437,8 +448,7 @@ async fn https_endpoints_with_an_untrusted_certificate_get_nothing() {
 async fn a_changed_push_ca_file_is_re_read() {
     let (old_ca, new_ca) = (pki(), pki());
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &old_ca.ca_pem).unwrap();
+    let ca_file = write_ca(dir.path(), &old_ca);
     // The endpoint's certificate comes from the CA the file does not hold yet.
     let endpoint = receiver_over(0, Some(new_ca.acceptor)).await;
     let s = setup_with(
@@ -452,11 +462,7 @@ async fn a_changed_push_ca_file_is_re_read() {
         .publish("events", vec![message("rotated")])
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while endpoint.failed_handshakes.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "no TLS handshake was tried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    endpoint.wait_for_refused_handshake().await;
     // As a ConfigMap volume does: the new file replaces the old one at once.
     let next = dir.path().join("ca.pem.next");
     std::fs::write(&next, &new_ca.ca_pem).unwrap();
@@ -493,8 +499,7 @@ fn an_unreadable_push_ca_file_stops_the_start() {
 async fn the_server_pushes_over_tls_with_its_push_ca_file() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_file = write_ca(dir.path(), &pki);
     let endpoint = receiver_over(0, Some(pki.acceptor)).await;
     let config = dir.path().join("queuelet.toml");
     std::fs::write(
