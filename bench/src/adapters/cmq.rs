@@ -54,7 +54,6 @@ impl Cmq {
             secret_id: self.secret_id.clone(),
             secret_key: self.secret_key.clone(),
             queue: self.queue.clone(),
-            nonce: 0,
             style,
         })
     }
@@ -102,7 +101,6 @@ struct Endpoint {
     secret_id: String,
     secret_key: String,
     queue: String,
-    nonce: u64,
     style: ClientStyle,
 }
 
@@ -117,11 +115,13 @@ impl Endpoint {
             .duration_since(UNIX_EPOCH)
             .context("the clock is before 1970")?
             .as_secs();
-        self.nonce += 1;
         params.insert("Action".into(), action.into());
         params.insert("queueName".into(), self.queue.clone());
         params.insert("SecretId".into(), self.secret_id.clone());
-        params.insert("Nonce".into(), self.nonce.to_string());
+        // Random, as CMQ's SDKs make it: the server accepts each signed request once, so
+        // two consumers must not sign the same ReceiveMessage alike in the same second.
+        let nonce = rand::random::<u64>() >> 1;
+        params.insert("Nonce".into(), nonce.to_string());
         params.insert("Timestamp".into(), timestamp.to_string());
         params.insert("SignatureMethod".into(), "HmacSHA256".into());
         let text = canonical_string("POST", self.connection.host(), PATH, &params);
