@@ -254,8 +254,10 @@ async fn a_message_queue_serves_messages_on_a_real_cluster() {
 /// server's 0660 socket.
 #[tokio::test]
 async fn the_example_consumer_drains_its_queue_through_the_socket_on_a_real_cluster() {
-    let Some(cluster) =
-        Cluster::start("the_example_consumer_drains_its_queue_through_the_socket").await
+    let Some(cluster) = Cluster::start(
+        "the_example_consumer_drains_its_queue_through_the_socket_on_a_real_cluster",
+    )
+    .await
     else {
         return;
     };
