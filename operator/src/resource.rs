@@ -367,7 +367,8 @@ pub struct Subscription {
     pub queue: Option<String>,
 
     /// An http:// or https:// URL messages are POSTed to. An https endpoint's
-    /// certificate must chain to a CA the queue server's image trusts.
+    /// certificate must chain to a CA the queue server's image trusts, or to one in
+    /// pushCA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 512), regex(pattern = r"^https?://[^/?#\s]+"))]
     pub endpoint: Option<String>,
