@@ -401,33 +401,36 @@ impl Engine {
         {
             return Ok(0);
         }
+        self.push_backlog(topic, subscription).await
+    }
+
+    /// Pushes waiting over all of a topic's endpoint subscriptions.
+    pub async fn topic_pending_pushes(&self, topic: &str) -> Result<u64, EngineError> {
+        let endpoints: Vec<String> = self
+            .topics
+            .lock()
+            .get(topic)
+            .ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.spec.endpoint.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut pending = 0;
+        for subscription in endpoints {
+            pending += self.push_backlog(topic, &subscription).await?;
+        }
+        Ok(pending)
+    }
+
+    /// The messages in an endpoint subscription's internal queue.
+    async fn push_backlog(&self, topic: &str, subscription: &str) -> Result<u64, EngineError> {
         match self.get_queue(&push_queue_name(topic, subscription)).await {
             Ok(queue) => Ok(queue.stats.active + queue.stats.inactive + queue.stats.delayed),
             // Unsubscribed meanwhile.
             Err(EngineError::QueueNotFound(_)) => Ok(0),
             Err(error) => Err(error),
         }
-    }
-
-    /// Pushes waiting over all of a topic's subscriptions.
-    pub async fn topic_pending_pushes(&self, topic: &str) -> Result<u64, EngineError> {
-        let subscriptions: Vec<String> = self
-            .topics
-            .lock()
-            .get(topic)
-            .ok_or_else(|| EngineError::TopicNotFound(topic.to_string()))?
-            .subscriptions
-            .keys()
-            .cloned()
-            .collect();
-        let mut pending = 0;
-        for subscription in subscriptions {
-            pending += match self.pending_pushes(topic, &subscription).await {
-                Err(EngineError::SubscriptionNotFound { .. }) => 0,
-                other => other?,
-            };
-        }
-        Ok(pending)
     }
 
     /// A topic's subscriptions whose name starts with `prefix`, sorted by name, paged;

@@ -82,7 +82,8 @@ impl Replays {
                 break;
             };
             seen.len -= keys.len();
-            seen.forgotten_through = Some(seen.forgotten_through.map_or(oldest, |f| f.max(oldest)));
+            // Ascending: anything at or before the previous mark was refused, not kept.
+            seen.forgotten_through = Some(oldest);
         }
         Ok(())
     }
