@@ -65,7 +65,8 @@ enum Command {
         #[arg(long)]
         unix_socket: Option<PathBuf>,
     },
-    /// Print the disk's raw rate of 4 KiB appends + fdatasync in DIR.
+    /// Print the disk's raw rate of 4 KiB appends + fdatasync in DIR, and how long one
+    /// took (p50, p99, p99.9, max).
     FsyncProbe {
         #[arg(long)]
         dir: PathBuf,
@@ -220,8 +221,10 @@ async fn main() -> Result<()> {
             unix_socket,
         } => bare_http::serve(&listen, unix_socket.as_deref()).await,
         Command::FsyncProbe { dir, seconds } => {
-            let rate = probe::fdatasync_rate(&dir, Duration::from_secs_f64(seconds))?;
-            println!("{rate:.0}");
+            println!(
+                "{}",
+                probe::fdatasync(&dir, Duration::from_secs_f64(seconds))?
+            );
             Ok(())
         }
     }
