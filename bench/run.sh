@@ -179,7 +179,8 @@ start_rabbitmq() {
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 fsync_before=$("$bench" fsync-probe --dir "$work" --seconds 3)
-echo "load before: $load_before; raw 4 KiB append + fdatasync: $fsync_before"
+fsync_busy=$("$bench" fsync-probe --dir "$work" --seconds 3 --busy-threads "$(nproc)")
+echo "load before: $load_before; raw 4 KiB append + fdatasync: $fsync_before; with every core busy: $fsync_busy"
 started=$(date +%s)
 
 # Durable: every acknowledged send is on stable storage.
@@ -238,6 +239,6 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 fsync_after=$("$bench" fsync-probe --dir "$work" --seconds 3)
 "$bench" report --input "$rows" --markdown "$OUT/results.md" --png "$OUT/results.png" \
   --note "$(nproc) cores; load average before $load_before, after $load_after; matrix took $(( $(date +%s) - started )) s; runs per row: $REPEAT, the median kept (by throughput; by p99 for the paced rows, which run at half of their own row's rate for at most $PACED_SECONDS s)." \
-  --note "Disk, 4 KiB append + fdatasync, one writer: before the matrix $fsync_before; after it $fsync_after. Every durable row's rate is bounded by the syncs' rate, and its latency tail by their tail: a request waits for the sync that covers it."
+  --note "Disk, 4 KiB append + fdatasync, one writer: before the matrix $fsync_before; after it $fsync_after; before it with $(nproc) threads spinning beside it (every core busy, as under the load of a row) $fsync_busy. Every durable row's rate is bounded by the syncs' rate, and its latency tail by their tail: a request waits for the sync that covers it."
 echo "wrote $OUT/results.md and $OUT/results.png"
 cat "$OUT/results.md"

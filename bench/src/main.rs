@@ -72,6 +72,9 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Threads that spin meanwhile, keeping this many cores busy.
+        #[arg(long, default_value_t = 0)]
+        busy_threads: usize,
     },
 }
 
@@ -220,10 +223,14 @@ async fn main() -> Result<()> {
             listen,
             unix_socket,
         } => bare_http::serve(&listen, unix_socket.as_deref()).await,
-        Command::FsyncProbe { dir, seconds } => {
+        Command::FsyncProbe {
+            dir,
+            seconds,
+            busy_threads,
+        } => {
             println!(
                 "{}",
-                probe::fdatasync(&dir, Duration::from_secs_f64(seconds))?
+                probe::fdatasync(&dir, Duration::from_secs_f64(seconds), busy_threads)?
             );
             Ok(())
         }

@@ -1,11 +1,16 @@
 //! The disk's raw durable-write rate and the spread of one sync's duration, measured in
 //! the same run as the queues: 4 KiB appended to a growing file and `fdatasync`ed, one
 //! writer, in a loop. Every durable queue is bounded by the rate, and its latency tail
-//! by the tail of the syncs.
+//! by the tail of the syncs. Optionally with threads that keep cores busy meanwhile, as
+//! a server and its load generator do: where the disk's work shares the CPUs (a virtual
+//! disk emulated on the host's cores, interrupts, the kernel's own threads), busy cores
+//! can make syncs slower.
 
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -33,8 +38,29 @@ impl fmt::Display for Syncs {
     }
 }
 
-/// Appends + `fdatasync`s in `dir` for `duration`.
-pub fn fdatasync(dir: &Path, duration: Duration) -> Result<Syncs> {
+/// Appends + `fdatasync`s in `dir` for `duration`, while `busy` threads spin.
+pub fn fdatasync(dir: &Path, duration: Duration, busy: usize) -> Result<Syncs> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..busy)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let measured = measure(dir, duration);
+    stop.store(true, Ordering::Relaxed);
+    for spinner in spinners {
+        // A spinner cannot fail; a join error would only repeat a panic already printed.
+        let _ = spinner.join();
+    }
+    measured
+}
+
+fn measure(dir: &Path, duration: Duration) -> Result<Syncs> {
     let path = dir.join("fdatasync-probe");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
