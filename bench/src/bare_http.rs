@@ -57,10 +57,8 @@ pub async fn serve(listen: &str, unix_socket: Option<&std::path::Path>) -> Resul
         .route("/readyz", axum::routing::get(|| async { "ready" }))
         .with_state(Shared::default());
     if let Some(path) = unix_socket {
-        // A socket left by an earlier run; nothing else is expected at the path.
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)
-            .with_context(|| format!("listen on {}", path.display()))?;
+        // As queuelet binds its socket: a stale socket is replaced, nothing else is.
+        let listener = queuelet::server::bind_unix(path)?;
         eprintln!("bare HTTP listening on {}", path.display());
         tokio::spawn(axum::serve(listener, routes.clone()).into_future());
     }

@@ -157,7 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Binds the Unix socket at `path`. A socket an earlier run left there is replaced, but
 /// not one that a running server still answers on, nor a file of another kind. Only the
 /// owner and the group may connect (0660).
-fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
