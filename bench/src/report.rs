@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
+use plotters::coord::ranged1d::{AsRangedCoord, IntoSegmentedCoord, SegmentValue, ValueFormatter};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -134,20 +134,31 @@ fn register_font(font: &Path) -> Result<()> {
     .map_err(|_| anyhow::anyhow!("{} is not a usable TrueType font", font.display()))
 }
 
-fn bar_panel(
+/// One panel of horizontal bars, a row each, along the x axis `x`: linear from 0 for the
+/// rates, logarithmic for the latencies, which span from milliseconds (paced rows) to
+/// seconds (rows run flat out, whose messages queue).
+fn bar_panel<X>(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     rows: &[Row],
     caption: &str,
     value: impl Fn(&Row) -> f64,
+    x: X,
     labels: bool,
-) -> Result<()> {
-    let max = rows.iter().map(&value).fold(0.0, f64::max).max(1e-9) * 1.15;
+) -> Result<()>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
+    let x: X::CoordDescType = x.into();
+    let origin = x.range().start;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 22))
         .margin(10)
+        // Room for the last label of the x axis.
+        .margin_right(35)
         .x_label_area_size(30)
         .y_label_area_size(if labels { 470 } else { 5 })
-        .build_cartesian_2d(0f64..max, (0..rows.len()).into_segmented())
+        .build_cartesian_2d(x, (0..rows.len()).into_segmented())
         .context("chart axes")?;
     chart
         .configure_mesh()
@@ -171,7 +182,7 @@ fn bar_panel(
             let color = Palette99::pick(row.system as usize).filled();
             let mut bar = Rectangle::new(
                 [
-                    (0.0, SegmentValue::Exact(i)),
+                    (origin, SegmentValue::Exact(i)),
                     (value(row), SegmentValue::Exact(i + 1)),
                 ],
                 color,
@@ -189,18 +200,26 @@ pub fn chart(rows: &[Row], png: &Path, font: &Path) -> Result<()> {
     let root = BitMapBackend::new(png, (1700, height)).into_drawing_area();
     root.fill(&WHITE).context("chart background")?;
     let (left, right) = root.split_horizontally(1130);
+    let most = |value: fn(&Row) -> f64| rows.iter().map(value).fold(0.0, f64::max);
+    let rate = |r: &Row| r.messages_per_second;
+    let p99 = |r: &Row| r.p99_ms;
     bar_panel(
         &left,
         rows,
         "throughput (msg/s, higher is better)",
-        |r| r.messages_per_second,
+        rate,
+        0f64..most(rate).max(1e-9) * 1.15,
         true,
     )?;
+    // Decades from the one below the lowest p99 to the one above the highest.
+    let least = rows.iter().map(p99).fold(f64::INFINITY, f64::min);
+    let decade = |ms: f64, round: fn(f64) -> f64| 10f64.powf(round(ms.max(1e-3).log10()));
     bar_panel(
         &right,
         rows,
-        "p99 latency (ms, lower is better)",
-        |r| r.p99_ms,
+        "p99 latency (ms, log scale, lower is better)",
+        p99,
+        (decade(least, f64::floor)..decade(most(p99) * 1.01, f64::ceil)).log_scale(),
         false,
     )?;
     root.present()
