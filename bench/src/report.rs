@@ -183,7 +183,7 @@ where
             let mut bar = Rectangle::new(
                 [
                     (origin, SegmentValue::Exact(i)),
-                    (value(row), SegmentValue::Exact(i + 1)),
+                    (value(row).max(origin), SegmentValue::Exact(i + 1)),
                 ],
                 color,
             );
@@ -211,8 +211,9 @@ pub fn chart(rows: &[Row], png: &Path, font: &Path) -> Result<()> {
         0f64..most(rate).max(1e-9) * 1.15,
         true,
     )?;
-    // Decades from the one below the lowest p99 to the one above the highest.
-    let least = rows.iter().map(p99).fold(f64::INFINITY, f64::min);
+    // Decades from the one below the lowest p99 to the one above the highest (1 µs at
+    // the least, which also stands for a p99 of 0).
+    let least = rows.iter().map(p99).fold(most(p99), f64::min);
     let decade = |ms: f64, round: fn(f64) -> f64| 10f64.powf(round(ms.max(1e-3).log10()));
     bar_panel(
         &right,
