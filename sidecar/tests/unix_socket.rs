@@ -27,13 +27,17 @@ fn call(
         .expect("read timeout");
     let body = body.to_string();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
+    // One write: the server may answer (a refusal, or a route that reads no body) and
+    // close as soon as it has the head, so a body written after the head would meet a
+    // closed socket.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: queuelet\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .expect("write the request");
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("write the request");
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
