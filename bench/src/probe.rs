@@ -1,7 +1,8 @@
 //! The disk's raw durable-write rate and the spread of one sync's duration, measured in
 //! the same run as the queues: 4 KiB appended to a growing file and `fdatasync`ed, one
-//! writer, in a loop. Every durable queue is bounded by the rate, and its latency tail
-//! by the tail of the syncs. Optionally with threads that keep cores busy meanwhile, as
+//! writer, in a loop. A durable queue's acknowledgement waits for at least one sync, so
+//! its latency is at least a sync's, and its rate at most the syncs' rate times what one
+//! sync carries. Optionally with threads that keep cores busy meanwhile, as
 //! a server and its load generator do: where the disk's work shares the CPUs (a virtual
 //! disk emulated on the host's cores, interrupts, the kernel's own threads), busy cores
 //! can make syncs slower.
@@ -18,7 +19,7 @@ use hdrhistogram::Histogram;
 
 /// What one probe measured.
 pub struct Syncs {
-    pub per_second: f64,
+    per_second: f64,
     /// Durations of one append + `fdatasync`, in microseconds.
     durations: Histogram<u64>,
 }
