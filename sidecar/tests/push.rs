@@ -249,12 +249,7 @@ fn message(body: &str) -> TopicMessage {
 }
 
 async fn pending(engine: &Engine) -> u64 {
-    let stats = engine
-        .get_queue(&push_queue_name("events", "hook"))
-        .await
-        .unwrap()
-        .stats;
-    stats.active + stats.inactive + stats.delayed
+    engine.pending_pushes("events", "hook").await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
