@@ -212,6 +212,18 @@ async fn status_patch(server: &mut ApiServer, mq: &MessageQueue) -> Value {
     body["status"].clone()
 }
 
+/// The status a failing reconcile writes, checked for `phase: Degraded` and its
+/// Degraded condition, and its Warning event, both for `reason`; returns the two.
+async fn degraded(server: &mut ApiServer, mq: &MessageQueue, reason: &str) -> (Value, Value) {
+    let status = status_patch(server, mq).await;
+    assert_eq!(status["phase"], "Degraded", "{status}");
+    assert_condition(&status, "Degraded", "True", reason);
+    let event = server.event("shop").await;
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["reason"], reason, "{event}");
+    (status, event)
+}
+
 #[tokio::test]
 async fn a_fresh_resource_gets_its_children_statefulset_last_and_a_pending_status() {
     let mq = orders();
@@ -367,14 +379,9 @@ async fn refused_child(
             .await
             .fail(code, reason, message);
         // No further child is applied; the status says why.
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_condition(&status, "Degraded", "True", reason);
+        let (status, event) = degraded(&mut server, &script_mq, reason).await;
         assert_condition(&status, "Progressing", "False", reason);
         assert_condition(&status, "Ready", "False", "ReconcileFailed");
-        let event = server.event("shop").await;
-        assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], reason);
         assert_eq!(event["regarding"]["name"], "orders");
         *keep.lock().unwrap() = (status, event);
         server
@@ -439,12 +446,7 @@ async fn a_forbidden_statefulset_apply_degrades_the_resource() {
             "Forbidden",
             "statefulsets.apps is forbidden: User cannot patch resource",
         );
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_condition(&status, "Degraded", "True", "Forbidden");
-        let event = server.event("shop").await;
-        assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], "Forbidden");
+        degraded(&mut server, &script_mq, "Forbidden").await;
         server
     })
     .await;
@@ -528,13 +530,8 @@ async fn a_user_secret_without_a_token_degrades_the_resource_and_applies_nothing
                 })),
             )
             .await;
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_eq!(status["phase"], "Degraded");
+        let (status, _) = degraded(&mut server, &script_mq, "SecretMissingToken").await;
         assert_eq!(status["credentialsSecret"], "my-token");
-        assert_condition(&status, "Degraded", "True", "SecretMissingToken");
-        let event = server.event("shop").await;
-        assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], "SecretMissingToken");
         server
     })
     .await;
@@ -683,13 +680,9 @@ async fn a_statefulset_controlled_by_another_object_is_not_taken_over() {
         }]);
         server.get(&p.stateful_set(), foreign).await;
         // Nothing is applied.
-        let status = status_patch(&mut server, &script_mq).await;
-        assert_condition(&status, "Degraded", "True", "OwnedByAnother");
+        let (status, _) = degraded(&mut server, &script_mq, "OwnedByAnother").await;
         let message = condition(&status, "Degraded")["message"].as_str().unwrap();
         assert!(message.contains("Deployment legacy-orders"), "{message}");
-        let event = server.event("shop").await;
-        assert_eq!(event["type"], "Warning");
-        assert_eq!(event["reason"], "OwnedByAnother");
         server
     })
     .await;
