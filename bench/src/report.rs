@@ -1,6 +1,7 @@
 //! Rows of results (one JSON line each, appended by every run) turned into a Markdown
 //! table and a PNG chart of throughput and p99 latency per row.
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -194,36 +195,71 @@ where
     Ok(())
 }
 
+/// The range of a log axis for latencies `ms`: whole decades, from the one at or below the
+/// lowest to the one above the highest. 1 µs at the least, which also stands for 0; one
+/// decade, 1-10 µs, when there is nothing to show.
+fn decades(ms: &[f64]) -> Range<f64> {
+    let exponents = ms.iter().map(|v| v.max(1e-3).log10());
+    let low = exponents.clone().fold(f64::INFINITY, f64::min);
+    let low = if low.is_finite() { low.floor() } else { -3.0 };
+    let high = exponents.fold(low, f64::max).floor() + 1.0;
+    10f64.powf(low)..10f64.powf(high)
+}
+
 pub fn chart(rows: &[Row], png: &Path, font: &Path) -> Result<()> {
     register_font(font)?;
     let height = 90 + 34 * rows.len() as u32;
     let root = BitMapBackend::new(png, (1700, height)).into_drawing_area();
     root.fill(&WHITE).context("chart background")?;
     let (left, right) = root.split_horizontally(1130);
-    let most = |value: fn(&Row) -> f64| rows.iter().map(value).fold(0.0, f64::max);
     let rate = |r: &Row| r.messages_per_second;
     let p99 = |r: &Row| r.p99_ms;
+    let most_rate = rows.iter().map(rate).fold(0.0, f64::max);
     bar_panel(
         &left,
         rows,
         "throughput (msg/s, higher is better)",
         rate,
-        0f64..most(rate).max(1e-9) * 1.15,
+        0f64..most_rate.max(1e-9) * 1.15,
         true,
     )?;
-    // Decades from the one below the lowest p99 to the one above the highest (1 µs at
-    // the least, which also stands for a p99 of 0).
-    let least = rows.iter().map(p99).fold(most(p99), f64::min);
-    let decade = |ms: f64, round: fn(f64) -> f64| 10f64.powf(round(ms.max(1e-3).log10()));
+    let p99s: Vec<f64> = rows.iter().map(p99).collect();
     bar_panel(
         &right,
         rows,
         "p99 latency (ms, log scale, lower is better)",
         p99,
-        (decade(least, f64::floor)..decade(most(p99) * 1.01, f64::ceil)).log_scale(),
+        decades(&p99s).log_scale(),
         false,
     )?;
     root.present()
         .with_context(|| format!("write {}", png.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decades;
+
+    /// The range's bounds as powers of ten.
+    fn exponents(ms: &[f64]) -> (f64, f64) {
+        let range = decades(ms);
+        (range.start.log10().round(), range.end.log10().round())
+    }
+
+    #[test]
+    fn the_log_axis_spans_whole_decades_around_every_value() {
+        // Paced rows in milliseconds beside flat-out rows in seconds.
+        assert_eq!(exponents(&[2.2, 9.67, 4_866.05]), (0.0, 4.0));
+        // A value on a decade is inside, not on the upper end.
+        assert_eq!(exponents(&[10.0]), (1.0, 2.0));
+        assert_eq!(exponents(&[0.5, 0.9]), (-1.0, 0.0));
+    }
+
+    #[test]
+    fn the_log_axis_copes_with_zero_and_with_nothing() {
+        assert_eq!(exponents(&[0.0, 5.0]), (-3.0, 1.0));
+        assert_eq!(exponents(&[0.0]), (-3.0, -2.0));
+        assert_eq!(exponents(&[]), (-3.0, -2.0));
+    }
 }
