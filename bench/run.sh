@@ -239,6 +239,6 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 fsync_after=$("$bench" fsync-probe --dir "$work" --seconds 3)
 "$bench" report --input "$rows" --markdown "$OUT/results.md" --png "$OUT/results.png" \
   --note "$(nproc) cores; load average before $load_before, after $load_after; matrix took $(( $(date +%s) - started )) s; runs per row: $REPEAT, the median kept (by throughput; by p99 for the paced rows, which run at half of their own row's rate for at most $PACED_SECONDS s)." \
-  --note "Disk, 4 KiB append + fdatasync, one writer: before the matrix $fsync_before; after it $fsync_after; before it with $(nproc) threads spinning beside it (every core busy, as under the load of a row) $fsync_busy. Every acknowledgement in a durable row waits for at least one sync: its latency is at least a sync's, and the row's rate at most the syncs' rate times the messages one sync carries."
+  --note "Disk, 4 KiB append + fdatasync, one writer: before the matrix $fsync_before; after it $fsync_after; before it with $(nproc) threads spinning beside it (every core busy) $fsync_busy. Every acknowledgement in a durable row waits for at least one sync: its latency is at least a sync's, and the row's rate at most the syncs' rate times the messages one sync carries."
 echo "wrote $OUT/results.md and $OUT/results.png"
 cat "$OUT/results.md"

@@ -2,10 +2,10 @@
 //! the same run as the queues: 4 KiB appended to a growing file and `fdatasync`ed, one
 //! writer, in a loop. A durable queue's acknowledgement waits for at least one sync, so
 //! its latency is at least a sync's, and its rate at most the syncs' rate times what one
-//! sync carries. Optionally with threads that keep cores busy meanwhile, as
-//! a server and its load generator do: where the disk's work shares the CPUs (a virtual
-//! disk emulated on the host's cores, interrupts, the kernel's own threads), busy cores
-//! can make syncs slower.
+//! sync carries. Optionally with threads that keep every core busy meanwhile: on the
+//! development machine (2 cores, a virtual disk) that made one sync's p99 about 8 times
+//! as long (0.5 to 4 ms), for a cause not pinned down. A server and its load generator
+//! keep the cores busy too, if not all of the time.
 
 use std::fmt;
 use std::io::Write;
