@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
+use crate::workload::histogram;
+
 /// What one probe measured.
 pub struct Syncs {
     per_second: f64,
@@ -68,9 +70,7 @@ fn measure(dir: &Path, duration: Duration) -> Result<Syncs> {
         .append(true)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    // From 1 µs to a minute, 3 significant digits.
-    let mut durations =
-        Histogram::new_with_bounds(1, 60_000_000, 3).context("sync duration histogram")?;
+    let mut durations = histogram()?;
     let block = [7u8; 4096];
     let started = Instant::now();
     while started.elapsed() < duration {

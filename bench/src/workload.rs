@@ -57,8 +57,8 @@ impl Shared {
     }
 }
 
-fn histogram() -> Result<Histogram<u64>> {
-    // Microseconds, from 1 µs to an hour, 3 significant digits.
+/// A histogram of durations in microseconds, from 1 µs to an hour, 3 significant digits.
+pub fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).context("latency histogram")
 }
 
