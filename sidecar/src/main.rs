@@ -7,9 +7,31 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let runtime = match args.command {
+        // A client makes one request at a time.
+        Some(Command::Client(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.worker_threads(cpus))
+                .enable_all()
+                .build()
+        }
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(error) => {
+            eprintln!("queuelet: cannot start the async runtime: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> std::process::ExitCode {
     if let Some(Command::Client(command)) = args.command {
         return match queuelet::cli::run(command, &mut std::io::stdout().lock()).await {
             Ok(()) => std::process::ExitCode::SUCCESS,

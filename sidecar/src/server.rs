@@ -85,7 +85,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("queuelet listening on http://{local}");
     tracing::info!(address = %local, unix_socket = ?args.unix_socket, auth = !tokens.is_empty(),
         replica = args.replica_ordinal, data_dir = %args.data_dir.display(),
-        durability = ?args.durability, "serving");
+        durability = ?args.durability,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(), "serving");
     let unix_server = unix.map(|listener| {
         tokio::spawn(
             axum::serve(listener, axum::ServiceExt::into_make_service(app.clone()))
