@@ -13,9 +13,9 @@
 #                                # messages or adapter errors, never on timing
 #
 # Environment: N (messages per row, default 100000), P, C (producers, consumers; 8),
-# S (bytes; 256), REPEAT (runs per row, of which the median is kept: by throughput, by
-# p99 for the paced rows; 3, 1 in the smoke), PACED_SECONDS (most seconds of messages in a
-# paced row; 20), OUT (output folder; default bench/results).
+# S (bytes; 256), REPEAT (rounds, each running every row once, of which each row keeps its
+# median: by throughput, by p99 for the paced rows; 3, 1 in the smoke), PACED_SECONDS (most
+# seconds of messages in a paced row; 20), OUT (output folder; default bench/results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +58,9 @@ queuelet=$bin/queuelet
 work=$(mktemp -d)
 mkdir -p "$OUT"
 rows="$OUT/results.jsonl"
-: > "$rows"
+# Every run of every round; the rows are their medians.
+runs="$work/runs.jsonl"
+: > "$runs"
 server_pid=
 epmd_port=14369
 
@@ -95,17 +97,11 @@ wait_port() { # port seconds
 }
 
 measure() { # system address durability style [extra args]
-  local system=$1 address=$2 durability=$3 style=$4 tries="$work/tries.jsonl"
+  local system=$1 address=$2 durability=$3 style=$4
   shift 4
-  : > "$tries"
-  for _ in $(seq 1 "$REPEAT"); do
-    "$bench" run --system "$system" --address "$address" --durability "$durability" \
-      --style "$style" -p "$P" -c "$C" -n "$N" -s "$S" --timeout-seconds "$TIMEOUT" \
-      --queue "bench-$style" --server-pid "$server_pid" --out "$tries" --check "$@"
-  done
-  # The median run stands for the row: by throughput, or by p99 latency for a paced row.
-  jq -s -c 'sort_by(if .rate_target then .p99_ms else .messages_per_second end)
-    | .[(length - 1) / 2 | floor]' "$tries" >> "$rows"
+  "$bench" run --system "$system" --address "$address" --durability "$durability" \
+    --style "$style" -p "$P" -c "$C" -n "$N" -s "$S" --timeout-seconds "$TIMEOUT" \
+    --queue "bench-$style" --server-pid "$server_pid" --out "$runs" --check "$@"
 }
 
 both_styles() { # system address durability
@@ -113,15 +109,15 @@ both_styles() { # system address durability
   measure "$1" "$2" "$3" best
 }
 
-# End-to-end latency at half of a row's own rate (its median run, measured above): the
-# latency target's load, taken for queuelet and for the best durable peer alike, so the
-# target can be read against what this machine gives a peer at the same share of its
-# load. At most PACED_SECONDS of messages, so that slow rows stay short.
+# End-to-end latency at half of a row's own rate (its run in this round, measured just
+# before): the latency target's load, taken for queuelet and for the best durable peer
+# alike, so the target can be read against what this machine gives a peer at the same
+# share of its load. At most PACED_SECONDS of messages, so that slow rows stay short.
 at_half() { # system address durability style
   local rate half n
   rate=$(jq -r --arg system "$1" --arg durability "$3" --arg style "$4" \
     'select(.system == $system and .durability == $durability and .style == $style
-      and .rate_target == null and (.unix_socket | not)) | .messages_per_second' "$rows" | tail -n1)
+      and .rate_target == null and (.unix_socket | not)) | .messages_per_second' "$runs" | tail -n1)
   half=$(jq -n "$rate / 2 | floor")
   n=$(jq -n "[$N, $half * $PACED_SECONDS] | min | floor")
   N=$n measure "$1" "$2" "$3" "$4" --rate "$half"
@@ -132,6 +128,7 @@ cmq_key=AKIDbench:bench-secret
 cmq_address=http://$cmq_key@127.0.0.1:18080
 
 start_queuelet() { # mode
+  rm -rf "$work/queuelet-$1"
   "$queuelet" --listen 127.0.0.1:18080 --data-dir "$work/queuelet-$1" --durability "$1" \
     --unix-socket "$work/queuelet-$1.sock" --cmq-keys "$cmq_key" --log-format text \
     >"$work/queuelet-$1.log" 2>&1 &
@@ -146,14 +143,14 @@ start_queuelet() { # mode
 }
 
 start_beanstalkd() { # extra flags
-  mkdir -p "$work/beanstalkd-$#"
+  rm -rf "$work/beanstalkd-$#" && mkdir -p "$work/beanstalkd-$#"
   beanstalkd -l 127.0.0.1 -p 11399 -b "$work/beanstalkd-$#" "$@" &
   server_pid=$!
   wait_port 11399 30
 }
 
 start_redis() { # appendfsync
-  mkdir -p "$work/redis-$1"
+  rm -rf "$work/redis-$1" && mkdir -p "$work/redis-$1"
   redis-server --bind 127.0.0.1 --port 16379 --dir "$work/redis-$1" --save '' \
     --appendonly yes --appendfsync "$1" --daemonize no --protected-mode yes \
     --unixsocket "$work/redis-$1.sock" --unixsocketperm 700 \
@@ -164,7 +161,7 @@ start_redis() { # appendfsync
 
 start_rabbitmq() {
   local base="$work/rabbitmq"
-  mkdir -p "$base"
+  rm -rf "$base" && mkdir -p "$base"
   echo '[].' > "$base/enabled_plugins"
   HOME="$base" RABBITMQ_NODENAME=bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_NODE_PORT=35672 RABBITMQ_DIST_PORT=35673 ERL_EPMD_PORT=$epmd_port \
@@ -183,62 +180,77 @@ fsync_busy=$("$bench" fsync-probe --dir "$work" --seconds 3 --busy-threads "$(np
 echo "load before: $load_before; raw 4 KiB append + fdatasync: $fsync_before; with every core busy: $fsync_busy"
 started=$(date +%s)
 
-# Durable: every acknowledged send is on stable storage.
-start_queuelet fsync
-both_styles queuelet http://127.0.0.1:18080 fsync
-at_half queuelet http://127.0.0.1:18080 fsync single
-at_half queuelet http://127.0.0.1:18080 fsync best
-measure queuelet http://127.0.0.1:18080 fsync single --unix-socket "$work/queuelet-fsync.sock"
-both_styles queuelet-cmq "$cmq_address" fsync
-stop_server
+# Rounds: each runs every row once, so that a slow spell of this shared machine falls on
+# every system alike rather than on the rows that happen to run during it.
+for round in $(seq 1 "$REPEAT"); do
+  echo "round $round of $REPEAT"
+  # Durable: every acknowledged send is on stable storage.
+  start_queuelet fsync
+  both_styles queuelet http://127.0.0.1:18080 fsync
+  at_half queuelet http://127.0.0.1:18080 fsync single
+  at_half queuelet http://127.0.0.1:18080 fsync best
+  measure queuelet http://127.0.0.1:18080 fsync single --unix-socket "$work/queuelet-fsync.sock"
+  both_styles queuelet-cmq "$cmq_address" fsync
+  stop_server
 
-start_beanstalkd -f 0
-both_styles beanstalkd 127.0.0.1:11399 "binlog, fsync every write (-f 0)"
-stop_server
+  start_beanstalkd -f 0
+  both_styles beanstalkd 127.0.0.1:11399 "binlog, fsync every write (-f 0)"
+  stop_server
 
-start_redis always
-both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync always"
-at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" single
-at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" best
-measure redis "redis+unix://$work/redis-always.sock" "AOF, appendfsync always" single
-stop_server
+  start_redis always
+  both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync always"
+  at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" single
+  at_half redis redis://127.0.0.1:16379 "AOF, appendfsync always" best
+  measure redis "redis+unix://$work/redis-always.sock" "AOF, appendfsync always" single
+  stop_server
 
-start_rabbitmq
-both_styles rabbitmq "amqp://guest:guest@127.0.0.1:35672/%2f" "durable queue, persistent, confirms"
-stop_server
+  start_rabbitmq
+  both_styles rabbitmq "amqp://guest:guest@127.0.0.1:35672/%2f" "durable queue, persistent, confirms"
+  stop_server
 
-# Relaxed: a machine crash may lose the last moments of acknowledged changes.
-start_queuelet interval
-both_styles queuelet http://127.0.0.1:18080 "interval (10 ms)"
-measure queuelet http://127.0.0.1:18080 "interval (10 ms)" single \
-  --unix-socket "$work/queuelet-interval.sock"
-both_styles queuelet-cmq "$cmq_address" "interval (10 ms)"
-stop_server
+  # Relaxed: a machine crash may lose the last moments of acknowledged changes.
+  start_queuelet interval
+  both_styles queuelet http://127.0.0.1:18080 "interval (10 ms)"
+  measure queuelet http://127.0.0.1:18080 "interval (10 ms)" single \
+    --unix-socket "$work/queuelet-interval.sock"
+  both_styles queuelet-cmq "$cmq_address" "interval (10 ms)"
+  stop_server
 
-start_beanstalkd
-both_styles beanstalkd 127.0.0.1:11399 "binlog, default (fsync every 50 ms)"
-stop_server
+  start_beanstalkd
+  both_styles beanstalkd 127.0.0.1:11399 "binlog, default (fsync every 50 ms)"
+  stop_server
 
-start_redis everysec
-both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync everysec"
-measure redis "redis+unix://$work/redis-everysec.sock" "AOF, appendfsync everysec" single
-stop_server
+  start_redis everysec
+  both_styles redis redis://127.0.0.1:16379 "AOF, appendfsync everysec"
+  measure redis "redis+unix://$work/redis-everysec.sock" "AOF, appendfsync everysec" single
+  stop_server
 
-# Bare HTTP: queuelet's message exchanges answered from memory by a bare axum server, no
-# storage at all: what the exchanges alone cost here.
-"$bench" bare-http --listen 127.0.0.1:18081 --unix-socket "$work/bare-http.sock" \
-  >"$work/bare-http.log" 2>&1 &
-server_pid=$!
-wait_port 18081 30
-both_styles bare-http http://127.0.0.1:18081 "none (memory only)"
-measure bare-http http://127.0.0.1:18081 "none (memory only)" single \
-  --unix-socket "$work/bare-http.sock"
-stop_server
+  # Bare HTTP: queuelet's message exchanges answered from memory by a bare axum server, no
+  # storage at all: what the exchanges alone cost here.
+  "$bench" bare-http --listen 127.0.0.1:18081 --unix-socket "$work/bare-http.sock" \
+    >"$work/bare-http.log" 2>&1 &
+  server_pid=$!
+  wait_port 18081 30
+  both_styles bare-http http://127.0.0.1:18081 "none (memory only)"
+  measure bare-http http://127.0.0.1:18081 "none (memory only)" single \
+    --unix-socket "$work/bare-http.sock"
+  stop_server
+done
+
+# Each row is its median run over the rounds (by throughput; by p99 latency for a paced
+# row, whose rate differs a little from round to round), in the order rows first ran.
+jq -s -c 'def key: [.system, .durability, .style, .unix_socket, (.rate_target != null)];
+  . as $runs
+  | reduce ($runs[] | key) as $k ([]; if index([$k]) then . else . + [$k] end)
+  | .[] as $k
+  | [$runs[] | select(key == $k)]
+  | sort_by(if .rate_target then .p99_ms else .messages_per_second end)
+  | .[(length - 1) / 2 | floor]' "$runs" > "$rows"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 fsync_after=$("$bench" fsync-probe --dir "$work" --seconds 3)
 "$bench" report --input "$rows" --markdown "$OUT/results.md" --png "$OUT/results.png" \
-  --note "$(nproc) cores; load average before $load_before, after $load_after; matrix took $(( $(date +%s) - started )) s; runs per row: $REPEAT, the median kept (by throughput; by p99 for the paced rows, which run at half of their own row's rate for at most $PACED_SECONDS s)." \
+  --note "$(nproc) cores; load average before $load_before, after $load_after; matrix took $(( $(date +%s) - started )) s; rounds: $REPEAT, each running every row once, a row its median round (by throughput; by p99 for the paced rows, which run at half of their own row's rate in that round for at most $PACED_SECONDS s)." \
   --note "Disk, 4 KiB append + fdatasync, one writer: before the matrix $fsync_before; after it $fsync_after; before it with $(nproc) threads spinning beside it (every core busy) $fsync_busy. Every acknowledgement in a durable row waits for at least one sync: its latency is at least a sync's, and the row's rate at most the syncs' rate times the messages one sync carries."
 echo "wrote $OUT/results.md and $OUT/results.png"
 cat "$OUT/results.md"
