@@ -156,10 +156,10 @@ impl Args {
     /// wake-ups than it serves. Measured there (`queuelet-bench`, 8 producers and 8
     /// consumers, A/B pairs): one worker moved 1.0-1.3x the messages per second of two
     /// with one message per request and 1.1-1.2x with batches (interval mode),
-    /// 1.0-1.2x in the fsync mode, on about a fifth less CPU (2-27%). At half load in the fsync mode
-    /// its p99 was the same with one message per request and about 1 ms higher with
-    /// batches (4.8-6.8 ms against 3.4-5.8 ms, three pairs). More CPUs were not
-    /// measured, so they keep the runtime's default.
+    /// 1.0-1.2x in the fsync mode, on about a fifth less CPU (2-27%). At half load in
+    /// the fsync mode its p99 was the same with one message per request and about 1 ms
+    /// higher with batches (4.8-6.8 ms against 3.4-5.8 ms, three pairs). More CPUs were
+    /// not measured, so they keep the runtime's default.
     pub fn worker_threads(&self, cpus: usize) -> usize {
         match self.worker_threads {
             Some(threads) => usize::from(threads),
